@@ -1,0 +1,228 @@
+package sockdiag
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrOverrun reports that the kernel dropped part of a dump because the
+// receive buffer overflowed (ENOBUFS). The dump is incomplete; retry it.
+var ErrOverrun = errors.New("netlink receive buffer overrun (ENOBUFS): dump incomplete")
+
+// Request selects what a dump returns.
+type Request struct {
+	// Families to dump: unix.AF_INET, unix.AF_INET6. Empty means both.
+	Families []uint8
+	// States to dump, filtered in the kernel. Zero means AllMask.
+	States StateMask
+	// Info asks for tcp_info and the congestion algorithm of full sockets.
+	Info bool
+}
+
+// Stats describes a finished dump.
+type Stats struct {
+	Sockets        int // sockets passed to the callback
+	Batches        int // recv calls
+	Skipped        int // messages that failed to parse (see LastParseError)
+	LastParseError error
+	// Interrupted is set when the kernel flagged NLM_F_DUMP_INTR: the socket
+	// tables changed during the dump, so a socket may be missing or doubled.
+	Interrupted bool
+	// UnsupportedFamilies lists families the kernel has no diag handler for
+	// (e.g. IPv6 disabled).
+	UnsupportedFamilies []uint8
+}
+
+// Dumper owns one NETLINK_SOCK_DIAG socket. The socket belongs to the
+// network namespace of the thread that called Open; use netns.Run to open a
+// Dumper for another namespace. A Dumper is not safe for concurrent use.
+type Dumper struct {
+	fd  int
+	seq uint32
+	buf []byte
+	in  Interner
+	req [sizeofNlmsg + sizeofReqV2]byte
+}
+
+// Open creates a Dumper in the calling thread's network namespace.
+func Open() (*Dumper, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("open sock_diag socket: %w", err)
+	}
+	// A large buffer makes ENOBUFS unlikely; the kernel still fills about
+	// 32 KiB per recv.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	// Never block for ever if the kernel stops answering.
+	tv := unix.Timeval{Sec: 10}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set sock_diag receive timeout: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind sock_diag socket: %w", err)
+	}
+	return &Dumper{fd: fd, buf: make([]byte, 64<<10)}, nil
+}
+
+// Close releases the netlink socket.
+func (d *Dumper) Close() error {
+	if d.fd < 0 {
+		return nil
+	}
+	err := unix.Close(d.fd)
+	d.fd = -1
+	return err
+}
+
+// Dump streams every matching TCP socket to fn. The *Socket is reused for
+// the next socket: copy it to keep it. If fn returns an error the dump stops
+// and Dump returns that error.
+func (d *Dumper) Dump(ctx context.Context, r Request, fn func(*Socket) error) (Stats, error) {
+	var st Stats
+	fams := r.Families
+	if len(fams) == 0 {
+		fams = []uint8{unix.AF_INET, unix.AF_INET6}
+	}
+	states := r.States
+	if states == 0 {
+		states = AllMask
+	}
+	var ext uint8
+	if r.Info {
+		ext = 1<<(attrInfo-1) | 1<<(attrCong-1)
+	}
+	var s Socket
+	for _, fam := range fams {
+		supported, err := d.dumpFamily(ctx, fam, states, ext, &s, &st, fn)
+		if err != nil {
+			return st, err
+		}
+		if !supported {
+			st.UnsupportedFamilies = append(st.UnsupportedFamilies, fam)
+		}
+	}
+	return st, nil
+}
+
+func (d *Dumper) dumpFamily(ctx context.Context, fam uint8, states StateMask, ext uint8, s *Socket, st *Stats, fn func(*Socket) error) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
+	d.seq++
+	seq := d.seq
+	b := d.req[:]
+	clear(b)
+	le.PutUint32(b[0:], uint32(len(b)))
+	le.PutUint16(b[4:], sockDiagByFamily)
+	le.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	le.PutUint32(b[8:], seq)
+	b[16] = fam
+	b[17] = unix.IPPROTO_TCP
+	b[18] = ext
+	le.PutUint32(b[20:], uint32(states))
+	if err := unix.Sendto(d.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return true, fmt.Errorf("send inet_diag request: %w", err)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return true, err
+		}
+		n, err := d.recv()
+		if err != nil {
+			return true, err
+		}
+		st.Batches++
+		done, supported, err := d.handleBatch(d.buf[:n], seq, s, st, fn)
+		if err != nil || done {
+			return supported, err
+		}
+	}
+}
+
+// recv reads one datagram; MSG_TRUNC makes a truncated read visible.
+func (d *Dumper) recv() (int, error) {
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(d.fd),
+			uintptr(unsafe.Pointer(&d.buf[0])), uintptr(len(d.buf)), unix.MSG_TRUNC, 0, 0)
+		switch errno {
+		case 0:
+			if int(n) > len(d.buf) {
+				return 0, fmt.Errorf("receive inet_diag: datagram of %d bytes exceeds %d-byte buffer", n, len(d.buf))
+			}
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.ENOBUFS:
+			return 0, ErrOverrun
+		case unix.EAGAIN:
+			return 0, fmt.Errorf("receive inet_diag: kernel did not answer within 10s")
+		default:
+			return 0, fmt.Errorf("receive inet_diag: %w", errno)
+		}
+	}
+}
+
+// handleBatch walks the netlink messages of one datagram.
+func (d *Dumper) handleBatch(b []byte, seq uint32, s *Socket, st *Stats, fn func(*Socket) error) (done, supported bool, err error) {
+	supported = true
+	for len(b) >= sizeofNlmsg {
+		mlen := int(le.Uint32(b[0:4]))
+		typ := le.Uint16(b[4:6])
+		flags := le.Uint16(b[6:8])
+		mseq := le.Uint32(b[8:12])
+		if mlen < sizeofNlmsg || mlen > len(b) {
+			return true, supported, fmt.Errorf("%w: netlink message length %d with %d bytes left", ErrMalformed, mlen, len(b))
+		}
+		payload := b[sizeofNlmsg:mlen]
+		if next := align4(mlen); next < len(b) {
+			b = b[next:]
+		} else {
+			b = nil
+		}
+		if mseq != seq {
+			continue // left over from a dump that was abandoned
+		}
+		if flags&unix.NLM_F_DUMP_INTR != 0 {
+			st.Interrupted = true
+		}
+		switch typ {
+		case unix.NLMSG_DONE:
+			if len(payload) >= 4 {
+				if e := int32(le.Uint32(payload)); e < 0 {
+					return true, supported, fmt.Errorf("inet_diag dump: %w", syscall.Errno(-e))
+				}
+			}
+			return true, supported, nil
+		case unix.NLMSG_ERROR:
+			if len(payload) < 4 {
+				return true, supported, fmt.Errorf("%w: short NLMSG_ERROR", ErrMalformed)
+			}
+			e := syscall.Errno(-int32(le.Uint32(payload)))
+			if e == 0 {
+				continue // an ACK
+			}
+			if e == unix.ENOENT || e == unix.EAFNOSUPPORT || e == unix.EOPNOTSUPP {
+				return true, false, nil
+			}
+			return true, supported, fmt.Errorf("inet_diag request: %w", e)
+		case sockDiagByFamily:
+			if err := ParseMessage(payload, s, &d.in); err != nil {
+				st.Skipped++
+				st.LastParseError = err
+				continue
+			}
+			st.Sockets++
+			if err := fn(s); err != nil {
+				return true, supported, err
+			}
+		}
+	}
+	return false, supported, nil
+}

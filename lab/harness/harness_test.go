@@ -1,0 +1,54 @@
+package harness
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestNamespaceIsolatesSysctl(t *testing.T) {
+	ns := NewT(t)
+	host, err := os.ReadFile("/proc/sys/net/ipv4/tcp_fin_timeout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Sysctl("net.ipv4.tcp_fin_timeout", "7"); err != nil {
+		t.Fatal(err)
+	}
+	var inside []byte
+	if err := ns.Run(func() (err error) {
+		inside, err = os.ReadFile("/proc/sys/net/ipv4/tcp_fin_timeout")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(inside)) != "7" {
+		t.Fatalf("inside namespace tcp_fin_timeout = %q, want 7", inside)
+	}
+	after, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_fin_timeout")
+	if string(after) != string(host) {
+		t.Fatalf("host tcp_fin_timeout changed from %q to %q", host, after)
+	}
+	if err := ns.Sysctl("kernel.pid_max", "1"); err == nil {
+		t.Fatal("non-net sysctl accepted")
+	}
+}
+
+func TestCleanStaleKeepsLiveRuns(t *testing.T) {
+	ns := NewT(t)
+	CleanStale(context.Background())
+	if _, err := os.Stat(ns.Path()); err != nil {
+		t.Fatalf("own namespace removed by CleanStale: %v", err)
+	}
+	// A namespace named after a pid that cannot exist is stale.
+	stale := &Namespace{Name: Prefix + "2147483647-dead"}
+	if _, err := run(context.Background(), "ip", "netns", "add", stale.Name); err != nil {
+		t.Fatal(err)
+	}
+	CleanStale(context.Background())
+	if _, err := os.Stat(stale.Path()); err == nil {
+		stale.Remove(context.Background())
+		t.Fatal("stale namespace not removed")
+	}
+}
