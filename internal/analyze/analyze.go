@@ -1,0 +1,198 @@
+package analyze
+
+import (
+	"cmp"
+	"encoding/json"
+	"net/netip"
+	"slices"
+
+	"github.com/tcplens/tcplens/internal/procs"
+	"github.com/tcplens/tcplens/internal/snapshot"
+	"github.com/tcplens/tcplens/internal/sockdiag"
+)
+
+// StateCounts counts sockets per state. It marshals to a JSON object keyed
+// by kernel state names, zero counts left out.
+type StateCounts [16]int
+
+// MarshalJSON writes {"ESTABLISHED": n, ...}.
+func (c StateCounts) MarshalJSON() ([]byte, error) {
+	m := make(map[string]int)
+	for st, n := range c {
+		if n > 0 {
+			m[sockdiag.State(st).String()] = n
+		}
+	}
+	return json.Marshal(m)
+}
+
+// Total sums every state.
+func (c *StateCounts) Total() int {
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// ProcRef names a process.
+type ProcRef struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+}
+
+func refs(ps []*procs.Process) []ProcRef {
+	out := make([]ProcRef, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, ProcRef{PID: p.PID, Comm: p.Comm})
+	}
+	return out
+}
+
+func addRefs(dst []ProcRef, ps []*procs.Process) []ProcRef {
+	for _, p := range ps {
+		if !slices.ContainsFunc(dst, func(r ProcRef) bool { return r.PID == p.PID }) {
+			dst = append(dst, ProcRef{PID: p.PID, Comm: p.Comm})
+		}
+	}
+	return dst
+}
+
+// Destination is a remote address this host connects out to.
+type Destination struct {
+	Remote    netip.AddrPort `json:"remote"`
+	Total     int            `json:"total"`
+	States    StateCounts    `json:"states"`
+	Processes []ProcRef      `json:"processes,omitempty"`
+}
+
+// Destinations groups outbound sockets (the local side is not a listener)
+// by remote address, most sockets first.
+func Destinations(s *snapshot.Snapshot) []Destination {
+	m := make(map[netip.AddrPort]*Destination)
+	get := func(r netip.AddrPort) *Destination {
+		d := m[r]
+		if d == nil {
+			d = &Destination{Remote: r}
+			m[r] = d
+		}
+		return d
+	}
+	for i := range s.Sockets {
+		sk := &s.Sockets[i]
+		if sk.State == sockdiag.Listen || !sk.Remote.Addr().IsValid() || sk.Remote.Port() == 0 || s.Listening(sk.Local.Port()) {
+			continue
+		}
+		d := get(sk.Remote)
+		d.States[sk.State]++
+		d.Total++
+		d.Processes = addRefs(d.Processes, s.Owners(sk))
+	}
+	for _, g := range s.TimeWait {
+		if g.Side == snapshot.Server {
+			continue
+		}
+		d := get(netip.AddrPortFrom(g.Remote, g.RemotePort))
+		d.States[sockdiag.TimeWait] += g.Count
+		d.Total += g.Count
+	}
+	out := make([]Destination, 0, len(m))
+	for _, d := range m {
+		out = append(out, *d)
+	}
+	slices.SortFunc(out, func(a, b Destination) int {
+		return cmp.Or(cmp.Compare(b.Total, a.Total), a.Remote.Compare(b.Remote))
+	})
+	return out
+}
+
+// Listener is a listening socket and its queues.
+type Listener struct {
+	Local netip.AddrPort `json:"local"`
+	// AcceptQueue is the number of connections waiting for accept();
+	// Backlog is the queue's limit (min(listen() backlog, somaxconn)).
+	AcceptQueue uint32 `json:"accept_queue"`
+	Backlog     uint32 `json:"backlog"`
+	// Connections counts sockets on the listener's port, TIME_WAIT included.
+	Connections int         `json:"connections"`
+	States      StateCounts `json:"states"`
+	Processes   []ProcRef   `json:"processes,omitempty"`
+	Inode       uint32      `json:"inode"`
+}
+
+// Listeners lists listening sockets with the connections on their ports,
+// fullest accept queue first.
+func Listeners(s *snapshot.Snapshot) []Listener {
+	var out []Listener
+	byPort := make(map[uint16][]int)
+	for i := range s.Sockets {
+		sk := &s.Sockets[i]
+		if sk.State != sockdiag.Listen {
+			continue
+		}
+		byPort[sk.Local.Port()] = append(byPort[sk.Local.Port()], len(out))
+		out = append(out, Listener{Local: sk.Local, AcceptQueue: sk.RecvQ, Backlog: sk.SendQ, Processes: refs(s.Owners(sk)), Inode: sk.Inode})
+	}
+	// A connection is counted once, on the first listener of its port.
+	for i := range s.Sockets {
+		sk := &s.Sockets[i]
+		if sk.State == sockdiag.Listen {
+			continue
+		}
+		if idx, ok := byPort[sk.Local.Port()]; ok {
+			out[idx[0]].States[sk.State]++
+			out[idx[0]].Connections++
+		}
+	}
+	for _, g := range s.TimeWait {
+		if idx, ok := byPort[g.LocalPort]; ok && g.Side == snapshot.Server {
+			out[idx[0]].States[sockdiag.TimeWait] += g.Count
+			out[idx[0]].Connections += g.Count
+		}
+	}
+	slices.SortFunc(out, func(a, b Listener) int {
+		return cmp.Or(cmp.Compare(fill(b), fill(a)), cmp.Compare(b.Connections, a.Connections), a.Local.Compare(b.Local))
+	})
+	return out
+}
+
+func fill(l Listener) float64 {
+	if l.Backlog == 0 {
+		return 0
+	}
+	return float64(l.AcceptQueue) / float64(l.Backlog)
+}
+
+// Process is a process and the sockets it holds.
+type Process struct {
+	ProcRef
+	Cmdline string      `json:"cmdline,omitempty"`
+	Sockets int         `json:"sockets"`
+	States  StateCounts `json:"states"`
+	FDs     int         `json:"fds"`
+	FDLimit uint64      `json:"fd_limit"`
+}
+
+// Processes counts the sockets of this namespace per owning process, most
+// first. It is empty when the snapshot has no process table.
+func Processes(s *snapshot.Snapshot) []Process {
+	m := make(map[int]*Process)
+	for i := range s.Sockets {
+		sk := &s.Sockets[i]
+		for _, p := range s.Owners(sk) {
+			e := m[p.PID]
+			if e == nil {
+				e = &Process{ProcRef: ProcRef{PID: p.PID, Comm: p.Comm}, Cmdline: p.Cmdline, FDs: p.FDs, FDLimit: p.FDLimit}
+				m[p.PID] = e
+			}
+			e.States[sk.State]++
+			e.Sockets++
+		}
+	}
+	out := make([]Process, 0, len(m))
+	for _, p := range m {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Process) int { return cmp.Or(cmp.Compare(b.Sockets, a.Sockets), cmp.Compare(a.PID, b.PID)) })
+	return out
+}
