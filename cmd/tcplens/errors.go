@@ -15,6 +15,10 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// errSilent ends a command with an exit code and no message (doctor's
+// findings were already printed).
+var errSilent = errors.New("")
+
 func usageError(err error) error {
 	if err == nil {
 		return nil

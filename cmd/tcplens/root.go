@@ -29,7 +29,11 @@ overflows.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return checkNetns(g.netns)
+			err := checkNetns(g.netns)
+			if err != nil && cmd.Name() == "doctor" {
+				return &exitError{doctorFailed, err}
+			}
+			return err
 		},
 	}
 	root.SetOut(stdout)
@@ -41,6 +45,7 @@ overflows.`,
 		newVersionCmd(g),
 		newSocketsCmd(g),
 		newSummaryCmd(g),
+		newDoctorCmd(g),
 	)
 	return root
 }

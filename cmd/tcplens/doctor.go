@@ -1,0 +1,98 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcplens/tcplens/internal/doctor"
+	"github.com/tcplens/tcplens/internal/render"
+)
+
+// Idle timeouts of common load balancers and NAT (DESIGN.md section 5).
+var lbIdleTimeouts = map[string]time.Duration{
+	"aws-nlb": 350 * time.Second,
+	"aws-alb": 60 * time.Second,
+	"azure":   4 * time.Minute,
+	"gcp":     10 * time.Minute,
+}
+
+// doctorFailed is doctor's exit code when it could not run.
+const doctorFailed = 3
+
+func newDoctorCmd(g *globals) *cobra.Command {
+	var (
+		opt  doctor.Options
+		lb   string
+		only []string
+		skip []string
+	)
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Find what is wrong with this host's TCP connections, and how to fix it",
+		Long: `doctor takes two snapshots --interval apart, so counters become rates and
+sockets can be followed, and runs every rule over them. Each finding has the
+numbers that prove it, why the kernel behaves that way, and what to change.
+
+Exit codes: 0 nothing at warning or above, 1 a warning, 2 a critical
+finding, 3 doctor could not run.`,
+		Example: `  tcplens doctor
+  tcplens doctor --lb aws-alb --json
+  tcplens doctor --netns /proc/1234/ns/net --only close-wait-leak`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opt.Interval < 0 {
+				return &exitError{doctorFailed, fmt.Errorf("--interval %s: must be 0 (one snapshot) or more", opt.Interval)}
+			}
+			if opt.IdleTimeout <= 0 {
+				return &exitError{doctorFailed, fmt.Errorf("--idle-timeout %s: must be positive", opt.IdleTimeout)}
+			}
+			if lb != "" {
+				d, ok := lbIdleTimeouts[lb]
+				if !ok {
+					names := make([]string, 0, len(lbIdleTimeouts))
+					for k := range lbIdleTimeouts {
+						names = append(names, k)
+					}
+					slices.Sort(names)
+					return &exitError{doctorFailed, fmt.Errorf("--lb %q: want one of %s", lb, strings.Join(names, ", "))}
+				}
+				if cmd.Flags().Changed("idle-timeout") {
+					return &exitError{doctorFailed, fmt.Errorf("--lb and --idle-timeout both set the idle timeout: use one")}
+				}
+				opt.IdleTimeout = d
+			}
+			opt.Netns, opt.Only, opt.Skip = g.netns, only, skip
+			if _, err := doctor.Select(only, skip); err != nil {
+				return &exitError{doctorFailed, err}
+			}
+			report, err := doctor.Run(cmd.Context(), opt)
+			if err != nil {
+				return &exitError{doctorFailed, err}
+			}
+			if g.json {
+				err = render.JSON(cmd.OutOrStdout(), report)
+			} else {
+				err = render.Findings(cmd.OutOrStdout(), report)
+			}
+			if err != nil {
+				return &exitError{doctorFailed, err}
+			}
+			if code := report.ExitCode(); code != 0 {
+				return &exitError{code, errSilent}
+			}
+			return nil
+		},
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{doctorFailed, err} })
+	fl := cmd.Flags()
+	fl.DurationVar(&opt.Interval, "interval", time.Second, "time between the two snapshots (0 = one snapshot)")
+	fl.DurationVar(&opt.IdleTimeout, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path")
+	fl.StringVar(&lb, "lb", "", "set --idle-timeout from a load balancer: aws-nlb (350s), aws-alb (60s), azure (4m), gcp (10m)")
+	fl.StringSliceVar(&only, "only", nil, "run only these rule ids")
+	fl.StringSliceVar(&skip, "skip", nil, "skip these rule ids")
+	return cmd
+}
