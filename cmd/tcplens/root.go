@@ -46,6 +46,7 @@ overflows.`,
 		newSocketsCmd(g),
 		newSummaryCmd(g),
 		newDoctorCmd(g),
+		newLabCmd(g),
 	)
 	return root
 }
