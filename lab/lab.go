@@ -29,6 +29,7 @@ func Scenarios() []Scenario {
 		timewaitOverflow,
 		closeWaitLeak,
 		listenOverflow,
+		lbIdleTimeout,
 		unixVsTCP,
 	}
 }
@@ -172,7 +173,7 @@ func (r *Run) Wait(ctx context.Context, d time.Duration, what string, progress f
 			return ctx.Err()
 		case <-time.After(min(left, time.Second)):
 		}
-		if d > time.Second && time.Until(end) > 0 {
+		if d > time.Second && time.Until(end) >= 500*time.Millisecond {
 			line := fmt.Sprintf("        … %s, %.0fs left", what, time.Until(end).Seconds())
 			if progress != nil {
 				line += ": " + progress()

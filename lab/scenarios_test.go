@@ -114,3 +114,13 @@ func TestUnixVsTCP(t *testing.T) {
 		t.Errorf("table lacks the Unix column:\n%s", out)
 	}
 }
+
+func TestLBIdleTimeout(t *testing.T) {
+	res, _ := execute(t, "lb-idle-timeout")
+	if res.Values["plain_failed"] != 1 || res.Values["keepalive_failed"] != 0 {
+		t.Errorf("values %v: want the request without keepalive to fail and the keepalive one to work", res.Values)
+	}
+	if !Has(res.Before, "idle-no-keepalive", "") || Has(res.After, "idle-no-keepalive", "") {
+		t.Errorf("findings before %v after %v", res.Before, res.After)
+	}
+}

@@ -154,3 +154,28 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// Link joins two namespaces with a veth pair: interface ifA with address
+// addrA (CIDR) in a, ifB with addrB in b. Interface names are local to
+// each namespace, so they never collide with the host's.
+func Link(ctx context.Context, a *Namespace, ifA, addrA string, b *Namespace, ifB, addrB string) error {
+	steps := [][]string{
+		{"-n", a.Name, "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", b.Name},
+		{"-n", a.Name, "addr", "add", addrA, "dev", ifA},
+		{"-n", b.Name, "addr", "add", addrB, "dev", ifB},
+		{"-n", a.Name, "link", "set", ifA, "up"},
+		{"-n", b.Name, "link", "set", ifB, "up"},
+	}
+	for _, s := range steps {
+		if _, err := run(ctx, "ip", s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Route adds a route inside the namespace, e.g. Route(ctx, "default", "192.0.2.1").
+func (n *Namespace) Route(ctx context.Context, dst, via string) error {
+	_, err := run(ctx, "ip", "-n", n.Name, "route", "add", dst, "via", via)
+	return err
+}
