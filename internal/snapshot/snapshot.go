@@ -79,6 +79,8 @@ type Snapshot struct {
 	Procs *procs.Table
 	// Dump reports what the netlink dump saw (interrupted, skipped).
 	Dump sockdiag.Stats
+
+	listening portSet
 }
 
 // Options select what Take captures.
@@ -132,7 +134,7 @@ func Take(ctx context.Context, opt Options) (*Snapshot, error) {
 // collect dumps listeners first, so that TIME_WAIT sockets can be told apart
 // by whether their local port listens, then everything else.
 func (s *Snapshot) collect(ctx context.Context, d *sockdiag.Dumper) error {
-	var listening portSet
+	listening := &s.listening
 	keep := func(sk *sockdiag.Socket) error {
 		s.States[sk.State&15]++
 		s.Sockets = append(s.Sockets, *sk)
@@ -147,7 +149,7 @@ func (s *Snapshot) collect(ctx context.Context, d *sockdiag.Dumper) error {
 	}
 	s.Dump = st
 
-	tally := newTWTally(&s.Sysctls, &listening)
+	tally := newTWTally(&s.Sysctls, listening)
 	st, err = d.Dump(ctx, sockdiag.Request{States: sockdiag.AllMask &^ sockdiag.MaskOf(sockdiag.Listen), Info: true}, func(sk *sockdiag.Socket) error {
 		if sk.State == sockdiag.TimeWait {
 			s.States[sockdiag.TimeWait]++
@@ -183,14 +185,7 @@ func (s *Snapshot) Total() int {
 }
 
 // Listening reports whether some socket listens on port.
-func (s *Snapshot) Listening(port uint16) bool {
-	for i := range s.Sockets {
-		if s.Sockets[i].State == sockdiag.Listen && s.Sockets[i].Local.Port() == port {
-			return true
-		}
-	}
-	return false
-}
+func (s *Snapshot) Listening(port uint16) bool { return s.listening.has(port) }
 
 // Owners returns the processes holding the socket, or nil when unknown.
 func (s *Snapshot) Owners(sk *sockdiag.Socket) []*procs.Process {
