@@ -20,6 +20,11 @@ func Rules() []Rule {
 	return []Rule{
 		portExhaustion{},
 		// rules of group A (churn, buckets, listen, fd, sysctl)
+		timewaitChurn{},
+		twBucketOverflow{},
+		listenOverflow{},
+		fdLimit{},
+		sysctlRule{},
 		// rules of group B (close-wait, fin-wait2, retransmit, idle)
 	}
 }
