@@ -26,13 +26,13 @@ func TestPortExhaustion(t *testing.T) {
 	}
 
 	churn(t, ns, "127.0.0.1:5432", 20)
-	waitTimeWait(t, ns, 60)
+	tw := waitTimeWait(t, ns, 60)
 	r := diagnose(t, ns, 0, time.Minute, "port-exhaustion")
 	f := findings(r, "port-exhaustion")
 	if len(f) != 1 || f[0].Severity != Warning || subjectNames(f[0])[0] != "127.0.0.1:5432" {
 		t.Fatalf("60%% used: %+v, want one warning for 127.0.0.1:5432", f)
 	}
-	if f[0].Evidence["ports_in_use"] != 60 || f[0].Evidence["range"] != 100 || f[0].Evidence["time_wait"] != 60 {
+	if f[0].Evidence["ports_in_use"] != tw || f[0].Evidence["range"] != 100 || f[0].Evidence["time_wait"] != tw {
 		t.Errorf("evidence %v", f[0].Evidence)
 	}
 	if r.ExitCode() != 1 {
