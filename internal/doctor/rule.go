@@ -21,6 +21,10 @@ func Rules() []Rule {
 		portExhaustion{},
 		// rules of group A (churn, buckets, listen, fd, sysctl)
 		// rules of group B (close-wait, fin-wait2, retransmit, idle)
+		closeWaitLeak{},
+		orphanFinWait2{},
+		retransmitStall{},
+		idleNoKeepalive{},
 	}
 }
 
