@@ -26,6 +26,10 @@ func Rules() []Rule {
 		fdLimit{},
 		sysctlRule{},
 		// rules of group B (close-wait, fin-wait2, retransmit, idle)
+		closeWaitLeak{},
+		orphanFinWait2{},
+		retransmitStall{},
+		idleNoKeepalive{},
 	}
 }
 
