@@ -100,7 +100,7 @@ func TestCloseWaitLeakResetFD(t *testing.T) {
 		if strings.TrimSpace(string(comm)) != "sleep" {
 			return false
 		}
-		for _, sk := range take(t, ns).Sockets {
+		for _, sk := range take(t, ns, false).Sockets {
 			if sk.State != sockdiag.Listen {
 				return false
 			}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcplens/tcplens/internal/snapshot"
-	"github.com/tcplens/tcplens/internal/sockdiag"
 	"github.com/tcplens/tcplens/lab/harness"
 )
 
@@ -86,37 +84,6 @@ func churn(t *testing.T, ns *harness.Namespace, addr string, n int) {
 		}
 		c.Close()
 	}
-}
-
-// waitTimeWait waits until ns holds n TIME_WAIT sockets. Under load the
-// kernel occasionally resets a connection instead of parking it in
-// TIME_WAIT (Tcp.OutRsts rises), so a count that settles up to 2 short is
-// accepted; it returns the count.
-func waitTimeWait(t *testing.T, ns *harness.Namespace, n int) int {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	last, stable := -1, 0
-	for time.Now().Before(deadline) {
-		s, err := snapshot.Take(context.Background(), snapshot.Options{Netns: ns.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.TimeWaitTotal >= n {
-			return s.TimeWaitTotal
-		}
-		if s.TimeWaitTotal == last && s.Count(sockdiag.FinWait2) == 0 {
-			stable++
-		} else {
-			stable = 0
-		}
-		last = s.TimeWaitTotal
-		if stable >= 10 && last >= n-2 {
-			return last
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%d TIME_WAIT sockets after 5s, want %d", last, n)
-	return 0
 }
 
 func TestSelect(t *testing.T) {

@@ -15,7 +15,7 @@ func TestListenOverflowQueueFull(t *testing.T) {
 	rawListen(t, ns, addr, 2) // never accepted
 	// The kernel queues backlog+1 connections before it calls the queue full.
 	nbConnect(t, ns, addr, 3)
-	waitFor(t, "3 connections in the accept queue", func() bool { return acceptQueue(t, ns, addr) == 3 })
+	waitFor(t, 5*time.Second, "3 connections in the accept queue", func() bool { return acceptQueue(t, ns, addr) == 3 })
 
 	r := diagnose(t, ns, 0, 0, "listen-overflow")
 	f := findings(r, "listen-overflow")

@@ -20,13 +20,13 @@ func TestPortExhaustion(t *testing.T) {
 	server(t, ns, "127.0.0.1:5432", true)
 
 	churn(t, ns, "127.0.0.1:5432", 40)
-	waitTimeWait(t, ns, 40)
+	waitTW(t, ns, 40)
 	if f := findings(diagnose(t, ns, 0, time.Minute, "port-exhaustion"), "port-exhaustion"); len(f) != 0 {
 		t.Fatalf("40%% used: got %d findings, want none: %+v", len(f), f)
 	}
 
 	churn(t, ns, "127.0.0.1:5432", 20)
-	tw := waitTimeWait(t, ns, 60)
+	tw := waitTW(t, ns, 60)
 	r := diagnose(t, ns, 0, time.Minute, "port-exhaustion")
 	f := findings(r, "port-exhaustion")
 	if len(f) != 1 || f[0].Severity != Warning || subjectNames(f[0])[0] != "127.0.0.1:5432" {
@@ -40,7 +40,7 @@ func TestPortExhaustion(t *testing.T) {
 	}
 
 	churn(t, ns, "127.0.0.1:5432", 25)
-	waitTimeWait(t, ns, 85)
+	waitTW(t, ns, 85)
 	r = diagnose(t, ns, 0, time.Minute, "port-exhaustion")
 	f = findings(r, "port-exhaustion")
 	if len(f) != 1 || f[0].Severity != Critical || r.ExitCode() != 2 {

@@ -42,7 +42,7 @@ func TestRetransmitStall(t *testing.T) {
 	// after the first one.
 	waitFor(t, 5*time.Second, "backoff >= 2 and a SYN retransmission", func() bool {
 		var data, syn bool
-		for _, sk := range take(t, ns).Sockets {
+		for _, sk := range take(t, ns, false).Sockets {
 			data = data || (sk.State == sockdiag.Established && sk.Remote.Port() == 7000 && sk.Info.Backoff >= 2)
 			syn = syn || (sk.State == sockdiag.SynSent && sk.Retrans >= 1)
 		}

@@ -140,18 +140,6 @@ func diagnoseAround(t *testing.T, ns *harness.Namespace, idle time.Duration, fn 
 	return Diagnose(in, rules)
 }
 
-// waitFor polls cond every 20 ms for at most 5 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after 5s waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitTW waits until ns holds about n TIME_WAIT sockets. Under parallel
 // load the kernel occasionally loses one as it enters TIME_WAIT (an RST is
 // sent instead; Tcp.OutRsts rises by the number lost), about 1 in 500 at
@@ -188,7 +176,7 @@ func twSlack(n int) int { return 2 + n/100 }
 // counterAtLeast waits until a kernel counter of ns reaches n.
 func counterAtLeast(t *testing.T, ns *harness.Namespace, key string, n int64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s >= %d", key, n), func() bool { return take(t, ns, false).Counters.Get(key) >= n })
+	waitFor(t, 5*time.Second, fmt.Sprintf("%s >= %d", key, n), func() bool { return take(t, ns, false).Counters.Get(key) >= n })
 }
 
 // rawListen listens on a raw socket with an exact backlog, which net.Listen
@@ -291,7 +279,7 @@ func holder(t *testing.T, extra []*os.File, limit func(n int) uint64) (pid, n in
 	// Start returns at execve; the dynamic loader then opens and closes
 	// libraries for a moment, so wait until sleep sleeps with a steady count.
 	n = -1
-	waitFor(t, "sleep to settle", func() bool {
+	waitFor(t, 5*time.Second, "sleep to settle", func() bool {
 		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		stat, serr := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil || serr != nil {

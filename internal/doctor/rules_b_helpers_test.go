@@ -97,15 +97,6 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	}
 }
 
-func take(t *testing.T, ns *harness.Namespace) *snapshot.Snapshot {
-	t.Helper()
-	s, err := snapshot.Take(context.Background(), snapshot.Options{Netns: ns.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 // onlyFinding returns the single finding of id, failing otherwise.
 func onlyFinding(t *testing.T, r *Report, id string) Finding {
 	t.Helper()

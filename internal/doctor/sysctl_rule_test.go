@@ -110,7 +110,7 @@ func TestSysctlRetries2(t *testing.T) {
 	if _, err := c.Write(make([]byte, 1000)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a socket backed off twice", func() bool {
+	waitFor(t, 5*time.Second, "a socket backed off twice", func() bool {
 		s := take(t, ns, false)
 		return slices.ContainsFunc(s.Sockets, func(sk sockdiag.Socket) bool {
 			return sk.Timer == sockdiag.TimerRetransmit && sk.Info.Backoff >= 2

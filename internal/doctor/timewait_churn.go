@@ -274,13 +274,6 @@ func rateText(g *churnGroup, ev map[string]any) string {
 	return t
 }
 
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
 // stopped says when the churn ended, if the youngest socket is old enough
 // that closes have visibly stopped.
 func stopped(g *churnGroup) string {
