@@ -79,9 +79,9 @@ func (r portExhaustion) finding(in *Input, b analyze.PortBudget, sev Severity, p
 
 	expl := fmt.Sprintf("%d of the %d usable ephemeral ports from %s to %s are in use (%.0f%%), %d of them in TIME_WAIT. "+
 		"This host closes these connections first, so each one keeps its port for 60 s after close; TIME_WAIT's length is fixed in the kernel. "+
-		"About %.0f connections/s are being closed, and the most this destination can sustain is %d/60 s = %.0f/s before connect() fails with EADDRNOTAVAIL (\"cannot assign requested address\"). "+
+		"%d connections to it were closed in the last minute (%.1f/s on average); the most it can sustain is %d/60 s = %.1f/s before connect() fails with EADDRNOTAVAIL (\"cannot assign requested address\"). "+
 		"Past half the range connect() already slows sharply, because the kernel searches one parity of the range before the other.%s",
-		b.InUse, b.Range, b.Src, dst, b.Used*100, tw, closeRate, b.Range, sustainable, left)
+		b.InUse, b.Range, b.Src, dst, b.Used*100, tw, tw, closeRate, b.Range, sustainable, left)
 	if haveFails && fails > 0 {
 		expl += fmt.Sprintf(" Tcp AttemptFails rose by %d during the interval.", fails)
 	}
