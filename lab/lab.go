@@ -26,10 +26,13 @@ type Scenario struct {
 // Scenarios lists every scenario, in the order `tcplens lab list` shows.
 func Scenarios() []Scenario {
 	return []Scenario{
+		portExhaustion,
 		timewaitOverflow,
 		closeWaitLeak,
+		retransmitTimeout,
 		listenOverflow,
 		lbIdleTimeout,
+		stalePool,
 		unixVsTCP,
 	}
 }
@@ -141,7 +144,11 @@ func (r *Run) cleanup() error {
 
 // Namespace creates a namespace that lives as long as the run.
 func (r *Run) Namespace(ctx context.Context) (*harness.Namespace, error) {
-	ns, err := harness.New(ctx)
+	create := harness.New
+	if r.keep {
+		create = harness.NewKept
+	}
+	ns, err := create(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -60,7 +60,9 @@ func TestFind(t *testing.T) {
 func TestTimewaitOverflow(t *testing.T) {
 	res, _ := execute(t, "timewait-overflow")
 	v := res.Values
-	if v["time_wait_before"] != 50 || v["overflow_before"] != 150 || v["overflow_after"] != 0 || v["time_wait_after"] != 250 {
+	// A connection the kernel resets instead of parking in TIME_WAIT (rare,
+	// under load) neither overflows nor counts, hence the slack of 2.
+	if v["time_wait_before"] != 50 || v["overflow_before"] < 148 || v["overflow_before"] > 150 || v["overflow_after"] != 0 || v["time_wait_after"] < 248 || v["time_wait_after"] > 250 {
 		t.Errorf("values %v: want 50 TIME_WAIT and +150 overflows with the limit, +0 after raising it", v)
 	}
 	if !Has(res.Before, "tw-bucket-overflow", "") || Has(res.After, "tw-bucket-overflow", "") {
@@ -122,5 +124,58 @@ func TestLBIdleTimeout(t *testing.T) {
 	}
 	if !Has(res.Before, "idle-no-keepalive", "") || Has(res.After, "idle-no-keepalive", "") {
 		t.Errorf("findings before %v after %v", res.Before, res.After)
+	}
+}
+
+func TestPortExhaustion(t *testing.T) {
+	res, _ := execute(t, "port-exhaustion")
+	v := res.Values
+	// A port whose connection the kernel reset instead of parking in
+	// TIME_WAIT (rare, under load) is free again, hence the slack of 2.
+	if v["ok_dial_per_request"] < 100 || v["ok_dial_per_request"] > 102 || v["errors_dial_per_request"] != peRequests-v["ok_dial_per_request"] {
+		t.Errorf("dial per request with 100 ports: %v; want exactly 100 successes, the rest EADDRNOTAVAIL", v)
+	}
+	// range / tcp_tw_reuse_delay = 100/s is the ceiling; DESIGN measured ~80.
+	if v["reuse_per_sec"] < 30 || v["reuse_per_sec"] > 110 {
+		t.Errorf("tcp_tw_reuse=1 rate %.0f/s, want about range/delay (<= 100/s)", v["reuse_per_sec"])
+	}
+	if v["no_timestamps_ok"] != 0 {
+		t.Errorf("tcp_tw_reuse without timestamps reused %v ports, want 0", v["no_timestamps_ok"])
+	}
+	if v["errors_pool"] != 0 || v["ports_pool"] > 8 || v["ports_pool"] < 1 {
+		t.Errorf("pool: %v errors, %v ports; want 0 and at most MaxPerRoute=8", v["errors_pool"], v["ports_pool"])
+	}
+	if !Has(res.Before, "port-exhaustion", "critical") || len(res.After) != 0 {
+		t.Errorf("findings before %v after %v; want port-exhaustion critical, then nothing", res.Before, res.After)
+	}
+}
+
+func TestRetransmitTimeout(t *testing.T) {
+	res, _ := execute(t, "retransmit-timeout")
+	v := res.Values
+	budget := v["budget_s"]
+	if budget != 12.6 {
+		t.Fatalf("budget %v, want 12.6 s for tcp_retries2=5", budget)
+	}
+	// The connection dies at the first timer expiry after the budget.
+	if v["plain_error"] != 1 || v["plain_died_s"] < budget-0.5 || v["plain_died_s"] > budget+3 {
+		t.Errorf("plain connection died after %.1f s, want within [%.1f, %.1f]", v["plain_died_s"], budget-0.5, budget+3)
+	}
+	if v["pool_error"] != 1 || v["pool_failed_s"] > rtUserTimeout.Seconds()+1 {
+		t.Errorf("pooled request failed after %.1f s, want within TCP_USER_TIMEOUT + 1 s", v["pool_failed_s"])
+	}
+	if v["retransmissions_seen"] < 4 || v["rto_doublings"] < v["retransmissions_seen"]-2 {
+		t.Errorf("saw %v retransmissions and %v RTO doublings", v["retransmissions_seen"], v["rto_doublings"])
+	}
+	if !Has(res.Before, "retransmit-stall", "") {
+		t.Errorf("findings while hanging: %v", res.Before)
+	}
+}
+
+func TestStalePool(t *testing.T) {
+	res, _ := execute(t, "stale-pool")
+	v := res.Values
+	if v["naive_failed"] != staleConns || v["pool_failed"] != 0 || v["pool_stale_evictions"] != staleConns {
+		t.Errorf("values %v: want every naive request to fail, none through the pool, %d stale evictions", v, staleConns)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcplens/tcplens/internal/netns"
+	"github.com/tcplens/tcplens/internal/sockdiag"
 	"github.com/tcplens/tcplens/lab/harness"
 )
 
@@ -165,4 +167,14 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, erro
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// openDumper opens a sock_diag socket inside the named namespace.
+func openDumper(ns string) (*sockdiag.Dumper, error) {
+	var d *sockdiag.Dumper
+	err := netns.Run(ns, func() (err error) {
+		d, err = sockdiag.Open()
+		return err
+	})
+	return d, err
 }

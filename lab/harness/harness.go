@@ -30,12 +30,22 @@ type Namespace struct {
 // New removes stale namespaces of dead runs, then creates a namespace with
 // the loopback interface up.
 func New(ctx context.Context) (*Namespace, error) {
+	return create(ctx, strconv.Itoa(os.Getpid()))
+}
+
+// NewKept creates a namespace meant to outlive this process (lab --keep):
+// it is named tl-keep-<random>, which CleanStale never removes.
+func NewKept(ctx context.Context) (*Namespace, error) {
+	return create(ctx, "keep")
+}
+
+func create(ctx context.Context, owner string) (*Namespace, error) {
 	CleanStale(ctx)
 	var r [4]byte
 	if _, err := rand.Read(r[:]); err != nil {
 		return nil, fmt.Errorf("random namespace name: %w", err)
 	}
-	ns := &Namespace{Name: fmt.Sprintf("%s%d-%s", Prefix, os.Getpid(), hex.EncodeToString(r[:]))}
+	ns := &Namespace{Name: fmt.Sprintf("%s%s-%s", Prefix, owner, hex.EncodeToString(r[:]))}
 	if _, err := run(ctx, "ip", "netns", "add", ns.Name); err != nil {
 		return nil, err
 	}

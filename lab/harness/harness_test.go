@@ -52,3 +52,21 @@ func TestCleanStaleKeepsLiveRuns(t *testing.T) {
 		t.Fatal("stale namespace not removed")
 	}
 }
+
+func TestKeptNamespaceSurvivesCleanStale(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ns, err := NewKept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Remove(context.Background())
+	if !strings.HasPrefix(ns.Name, Prefix+"keep-") {
+		t.Fatalf("kept namespace named %s", ns.Name)
+	}
+	CleanStale(context.Background())
+	if _, err := os.Stat(ns.Path()); err != nil {
+		t.Fatalf("kept namespace removed by CleanStale: %v", err)
+	}
+}
