@@ -166,7 +166,7 @@ func (c Config) WithDefaults() (Config, error) {
 		c.Network = "tcp"
 	case "tcp", "tcp4", "tcp6":
 	default:
-		return wrap(fmt.Errorf("Network %q is not tcp, tcp4 or tcp6", c.Network))
+		return wrap(fmt.Errorf("network %q is not tcp, tcp4 or tcp6", c.Network))
 	}
 	l, err := c.limits().withDefaults()
 	if err != nil {

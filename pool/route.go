@@ -473,7 +473,7 @@ func (p *Pool) dialConn(addr string) (net.Conn, error) {
 		d := p.dialer // a copy: the hook may not change the pool's dialer
 		nc, err = p.cfg.Dial(ctx, &d, p.cfg.Network, addr)
 		if err == nil && nc == nil {
-			err = errors.New("Dial returned neither a connection nor an error")
+			err = errors.New("the Dial hook returned neither a connection nor an error")
 		}
 		if err == nil {
 			if err = p.opts.apply(nc); err != nil {
