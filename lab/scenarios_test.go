@@ -179,3 +179,28 @@ func TestStalePool(t *testing.T) {
 		t.Errorf("values %v: want every naive request to fail, none through the pool, %d stale evictions", v, staleConns)
 	}
 }
+
+// TestCancelRemovesNamespaces interrupts a run, as Ctrl-C does, and checks
+// that its namespaces are gone.
+func TestCancelRemovesNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	sc, _ := Find("lb-idle-timeout") // it waits 8 s, long enough to interrupt
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	_, err := Execute(ctx, sc, Options{Out: &out})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("err = %v, want interrupted", err)
+	}
+	entries, _ := os.ReadDir(netns.Dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "tl-"+itoa(os.Getpid())+"-") {
+			t.Errorf("namespace %s left behind after cancel", e.Name())
+		}
+	}
+	if !strings.Contains(out.String(), "clients tl-") {
+		t.Errorf("the run did not get as far as building its namespaces:\n%s", out.String())
+	}
+}

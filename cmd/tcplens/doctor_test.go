@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -87,20 +88,54 @@ func TestDoctorCritical(t *testing.T) {
 	}
 }
 
+// TestDoctorHealthy is the false-positive test: a namespace with an HTTP
+// server and a keep-alive client busy during both snapshots must produce no
+// warning from any rule.
 func TestDoctorHealthy(t *testing.T) {
 	ns := harness.NewT(t)
 	l, err := ns.Listen("tcp", "127.0.0.1:8080")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	c, err := ns.Dial(context.Background(), &net.Dialer{}, "tcp", "127.0.0.1:8080")
-	if err != nil {
-		t.Fatal(err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })}
+	go srv.Serve(l)
+	defer srv.Close()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 4,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return ns.Dial(ctx, &net.Dialer{}, network, addr)
+		},
+	}}
+	defer client.CloseIdleConnections()
+	stop := make(chan struct{})
+	done := make(chan int)
+	go func() {
+		n := 0
+		for i := 0; i < 5000; i++ { // bounded; stopped after doctor
+			select {
+			case <-stop:
+				done <- n
+				return
+			default:
+			}
+			resp, err := client.Get("http://127.0.0.1:8080/")
+			if err != nil {
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			n++
+			time.Sleep(2 * time.Millisecond)
+		}
+		<-stop
+		done <- n
+	}()
+	out, errOut, code := tcplens(t, "doctor", "--netns", ns.Name, "--interval", "500ms")
+	close(stop)
+	if n := <-done; n < 20 {
+		t.Fatalf("only %d requests during the run: not a busy namespace", n)
 	}
-	defer c.Close()
-	out, errOut, code := tcplens(t, "doctor", "--netns", ns.Name, "--interval", "100ms")
-	if code != 0 || !strings.Contains(out, "No problems found") {
+	if code != 0 || strings.Contains(out, "WARNING") || strings.Contains(out, "CRITICAL") {
 		t.Fatalf("exit %d, stderr %q:\n%s", code, errOut, out)
 	}
 }
