@@ -1,0 +1,118 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tcplens/tcplens/internal/doctor"
+	"github.com/tcplens/tcplens/internal/snapshot"
+)
+
+// Options configure a Watcher.
+type Options struct {
+	Netns       string
+	Interval    time.Duration // default 1 s
+	IdleTimeout time.Duration // default 350 s (AWS NLB)
+	// Procs attributes sockets to processes on every sample.
+	Procs bool
+	// Only and Skip choose doctor rules, as in `tcplens doctor`.
+	Only, Skip []string
+}
+
+// Sample is one point of a watch.
+type Sample struct {
+	Time time.Time
+	Snap *snapshot.Snapshot
+	// Prev is the sample before; nil for the first one.
+	Prev *snapshot.Snapshot
+	// Report holds doctor's findings over (Prev, Snap).
+	Report *doctor.Report
+}
+
+// Watcher takes samples. Next and Run may be called from one goroutine at
+// a time; Latest may be called from any.
+type Watcher struct {
+	opt   Options
+	rules []doctor.Rule
+
+	mu     sync.Mutex // serialises dumps: never two at once
+	prev   *snapshot.Snapshot
+	latest *Sample
+	lmu    sync.RWMutex
+}
+
+// New validates the options.
+func New(opt Options) (*Watcher, error) {
+	if opt.Interval == 0 {
+		opt.Interval = time.Second
+	}
+	if opt.Interval < 0 {
+		return nil, fmt.Errorf("interval %s: must be positive", opt.Interval)
+	}
+	if opt.IdleTimeout == 0 {
+		opt.IdleTimeout = 350 * time.Second
+	}
+	rules, err := doctor.Select(opt.Only, opt.Skip)
+	if err != nil {
+		return nil, err
+	}
+	return &Watcher{opt: opt, rules: rules}, nil
+}
+
+// Interval returns the sampling interval.
+func (w *Watcher) Interval() time.Duration { return w.opt.Interval }
+
+// Next takes a snapshot now and diagnoses it against the previous one.
+func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs})
+	if err != nil {
+		return nil, err
+	}
+	s := &Sample{Time: snap.Time, Snap: snap, Prev: w.prev}
+	s.Report = doctor.Diagnose(&doctor.Input{Now: snap, Prev: w.prev, IdleTimeout: w.opt.IdleTimeout}, w.rules)
+	w.prev = snap
+	w.lmu.Lock()
+	w.latest = s
+	w.lmu.Unlock()
+	return s, nil
+}
+
+// Latest returns the newest sample, or nil before the first.
+func (w *Watcher) Latest() *Sample {
+	w.lmu.RLock()
+	defer w.lmu.RUnlock()
+	return w.latest
+}
+
+// Run calls fn with a sample every interval until ctx ends or fn fails. A
+// sample that takes longer than the interval delays the next tick instead
+// of overlapping it. Run returns nil when ctx ends.
+func (w *Watcher) Run(ctx context.Context, fn func(*Sample) error) error {
+	t := time.NewTicker(w.opt.Interval)
+	defer t.Stop()
+	for {
+		s, err := w.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := fn(s); err != nil {
+			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
