@@ -64,14 +64,14 @@ type Listener struct {
 	events   atomic.Uint64
 	overruns atomic.Uint64
 
-	mu        sync.Mutex // guards everything below; held per datagram
-	acc       *acc
-	cur, prev *gen // cookies of the last two snapshots
-	listening *[1024]uint64
-	observed  bool
-	dropsBase uint64
+	mu         sync.Mutex // guards everything below; held per datagram
+	acc        *acc
+	cur, prev  *gen // cookies of the last two snapshots
+	listening  *[1024]uint64
+	observed   bool
+	dropsBase  uint64
 	startDrops uint64 // the drop counter at Listen
-	err       error
+	err        error
 
 	omu sync.Mutex // serialises Observe
 	smu sync.Mutex // serialises Swap
@@ -270,7 +270,9 @@ func (l *Listener) handle(b []byte, truncated bool, now time.Time, sk *sockdiag.
 	}
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // record adds one destroyed socket to the window. l.mu is held.
 func (l *Listener) record(sk *sockdiag.Socket, now time.Time) {
