@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcplens/tcplens/internal/analyze"
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/snapshot"
 )
 
@@ -31,6 +32,10 @@ type Report struct {
 	Findings    []Finding           `json:"findings"`
 	Total       int                 `json:"total"`
 	States      analyze.StateCounts `json:"states"`
+	// Churn holds the connections closed between the two snapshots, from
+	// the kernel's destroy events (absent with one snapshot or when they
+	// could not be captured).
+	Churn *churn.Window `json:"churn,omitempty"`
 	// Notes say what the run may have missed.
 	Notes []string `json:"notes,omitempty"`
 }
@@ -76,7 +81,10 @@ func Select(only, skip []string) ([]Rule, error) {
 	return out, nil
 }
 
-// Run takes the snapshots and applies the rules.
+// Run takes the snapshots and applies the rules. With an interval it also
+// listens to the kernel's destroy events between the snapshots, so close
+// rates are measured, including connections that lived less than the
+// interval; if it cannot, the rates are estimated and a note says so.
 func Run(ctx context.Context, opt Options) (*Report, error) {
 	rules, err := Select(opt.Only, opt.Skip)
 	if err != nil {
@@ -86,9 +94,20 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	take := func() (*snapshot.Snapshot, error) {
 		return snapshot.Take(ctx, snapshot.Options{Netns: opt.Netns, Procs: true})
 	}
+	var (
+		events    *churn.Listener
+		eventsErr error
+	)
 	if opt.Interval > 0 {
+		if events, eventsErr = churn.Listen(ctx, churn.Config{Netns: opt.Netns}); eventsErr == nil {
+			defer events.Close()
+		}
 		if in.Prev, err = take(); err != nil {
 			return nil, err
+		}
+		if events != nil {
+			events.Swap() // the window runs from Prev to Now
+			events.Observe(in.Prev)
 		}
 		select {
 		case <-time.After(opt.Interval):
@@ -99,7 +118,17 @@ func Run(ctx context.Context, opt Options) (*Report, error) {
 	if in.Now, err = take(); err != nil {
 		return nil, err
 	}
-	return Diagnose(in, rules), nil
+	if events != nil {
+		in.Churn = events.Swap()
+		if err := events.Err(); err != nil {
+			in.Churn, eventsErr = nil, err
+		}
+	}
+	r := Diagnose(in, rules)
+	if eventsErr != nil {
+		r.Notes = append(r.Notes, fmt.Sprintf("Destroy events could not be read (%v); close rates are estimated from TIME_WAIT counts.", eventsErr))
+	}
+	return r, nil
 }
 
 // Diagnose applies rules to an input that is already captured.
@@ -108,7 +137,10 @@ func Diagnose(in *Input, rules []Rule) *Report {
 		Time: in.Now.Time, Netns: in.Now.Netns, Interval: in.Interval().Seconds(),
 		IdleTimeout: in.IdleTimeout.Seconds(), Total: in.Now.Total(),
 		States: analyze.StateCounts(in.Now.States), Findings: []Finding{},
-		Notes: analyze.Notes(in.Now),
+		Notes: analyze.Notes(in.Now), Churn: in.Churn,
+	}
+	if w := in.Churn; w != nil && w.Dropped > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("The kernel dropped %d destroy events (receive buffer overrun): the %d closes counted and the close rates from them are lower bounds.", w.Dropped, w.Total.Closed))
 	}
 	for _, rule := range rules {
 		r.Rules = append(r.Rules, rule.ID())

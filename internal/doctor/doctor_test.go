@@ -73,9 +73,9 @@ func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) n
 	return l
 }
 
-// churn dials addr n times from ns and closes each connection first, so
+// dialClose dials addr n times from ns and closes each connection first, so
 // every one ends in TIME_WAIT on the client.
-func churn(t *testing.T, ns *harness.Namespace, addr string, n int) {
+func dialClose(t *testing.T, ns *harness.Namespace, addr string, n int) {
 	t.Helper()
 	for i := range n {
 		c, err := ns.Dial(context.Background(), &net.Dialer{Timeout: 2 * time.Second}, "tcp", addr)

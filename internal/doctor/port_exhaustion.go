@@ -54,17 +54,37 @@ func (r portExhaustion) finding(in *Input, b analyze.PortBudget, sev Severity, p
 	dst := netip.AddrPortFrom(b.Dst, b.DstPort).String()
 	tw := b.TimeWait()
 	closeRate := float64(tw) / snapshot.TimeWaitLen.Seconds() // steady state: TIME_WAIT = rate x 60 s
+	source := "time_wait_count"
+	closedText := fmt.Sprintf("%d connections to it were closed in the last minute (%.1f/s on average)", tw, closeRate)
+	var measured map[string]any
+	if w := in.Churn; w != nil && w.Duration() > 0 {
+		// Destroy events count every close to the destination, from any
+		// source address, during the interval: the current rate.
+		if rate, closed, ok := w.ClientRate(netip.AddrPortFrom(b.Dst, b.DstPort)); ok {
+			source, closeRate = "destroy_events", rate
+			measured = map[string]any{"measured_closes": closed, "measured_window_s": round1(w.Duration().Seconds()), "dropped_events": w.Dropped}
+			closedText = fmt.Sprintf("The kernel reported %d closes of connections to it in the last %.1f s through its destroy events (%.1f/s); %d TIME_WAIT sockets are the last minute's closes",
+				closed, w.Duration().Seconds(), rate, tw)
+			if w.Dropped > 0 {
+				closedText += fmt.Sprintf(" (%d events were dropped, so the measured rate is a lower bound)", w.Dropped)
+			}
+		}
+	}
 	sustainable := float64(b.Range) / snapshot.TimeWaitLen.Seconds()
 	ev := map[string]any{
 		"src": b.Src.String(), "dst": dst, "ports_in_use": b.InUse, "range": b.Range,
 		"used_percent": round1(b.Used * 100), "time_wait": tw,
 		"time_wait_share_percent": round1(100 * float64(tw) / float64(max(b.InUse, 1))),
 		"close_rate_per_s":        round1(closeRate), "sustainable_rate_per_s": round1(sustainable),
-		"tcp_tw_reuse": sys.TWReuse, "tcp_timestamps": sys.Timestamps,
+		"close_rate_source": source,
+		"tcp_tw_reuse":      sys.TWReuse, "tcp_timestamps": sys.Timestamps,
 		"ip_local_port_range": fmt.Sprintf("%d %d", sys.LocalPortRange.Lo, sys.LocalPortRange.Hi),
 	}
 	if haveFails {
 		ev["attempt_fails_delta"] = fails
+	}
+	for k, v := range measured {
+		ev[k] = v
 	}
 	left := ""
 	if p, ok := prev[b.BudgetKey]; ok && in.Interval() > 0 {
@@ -79,9 +99,9 @@ func (r portExhaustion) finding(in *Input, b analyze.PortBudget, sev Severity, p
 
 	expl := fmt.Sprintf("%d of the %d usable ephemeral ports from %s to %s are in use (%.0f%%), %d of them in TIME_WAIT. "+
 		"This host closes these connections first, so each one keeps its port for 60 s after close; TIME_WAIT's length is fixed in the kernel. "+
-		"%d connections to it were closed in the last minute (%.1f/s on average); the most it can sustain is %d/60 s = %.1f/s before connect() fails with EADDRNOTAVAIL (\"cannot assign requested address\"). "+
+		"%s; the most it can sustain is %d/60 s = %.1f/s before connect() fails with EADDRNOTAVAIL (\"cannot assign requested address\"). "+
 		"Past half the range connect() already slows sharply, because the kernel searches one parity of the range before the other.%s",
-		b.InUse, b.Range, b.Src, dst, b.Used*100, tw, tw, closeRate, b.Range, sustainable, left)
+		b.InUse, b.Range, b.Src, dst, b.Used*100, tw, closedText, b.Range, sustainable, left)
 	if haveFails && fails > 0 {
 		expl += fmt.Sprintf(" Tcp AttemptFails rose by %d during the interval.", fails)
 	}

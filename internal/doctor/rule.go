@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/tcplens/tcplens/internal/analyze"
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
 )
@@ -42,6 +43,11 @@ type Input struct {
 	// IdleTimeout is the strictest load balancer or NAT idle timeout on the
 	// path.
 	IdleTimeout time.Duration
+	// Churn holds the connections closed between Prev and Now, measured
+	// from the kernel's destroy events; nil when they were not captured.
+	// timewait-churn and port-exhaustion use its close rates instead of
+	// estimating them from TIME_WAIT counts.
+	Churn *churn.Window
 
 	budgets  []analyze.PortBudget
 	prevByID map[uint64]*sockdiag.Socket

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcplens/tcplens/internal/analyze"
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
 )
@@ -145,6 +146,26 @@ func churnRate(in *Input, g *churnGroup, prev map[string]int) (rate, avg, growth
 	return rate, avg, growth, haveGrowth
 }
 
+// measured returns the close rate of g from destroy events: all closes of
+// connections to the destination (client side) or accepted on the listener
+// (server side). On the client side that includes connections the server
+// closed first, which leave no TIME_WAIT here; for the dial-per-request
+// pattern this rule names, they are few. ok is false without events or when
+// the destination was folded into the window's "other".
+func (g *churnGroup) measured(w *churn.Window) (rate float64, closed int, ok bool) {
+	if w == nil || w.Duration() <= 0 {
+		return 0, 0, false
+	}
+	ap, err := netip.ParseAddrPort(g.name)
+	if err != nil {
+		return 0, 0, false
+	}
+	if g.side == snapshot.Server {
+		return w.ServerRate(ap)
+	}
+	return w.ClientRate(ap)
+}
+
 func (r timewaitChurn) Check(in *Input) []Finding {
 	var prev map[string]int
 	if in.Prev != nil {
@@ -157,6 +178,16 @@ func (r timewaitChurn) Check(in *Input) []Finding {
 	perSide := map[snapshot.Side]int{}
 	for _, g := range churnGroups(in.Now) {
 		rate, avg, growth, haveGrowth := churnRate(in, g, prev)
+		source := "time_wait_count"
+		measured, closed, haveMeasured := g.measured(in.Churn)
+		if haveMeasured {
+			// The measured rate replaces the growth estimate; the minute's
+			// average still counts, so a burst that just stopped is named.
+			rate, haveGrowth = max(measured, avg), false
+			if measured >= avg {
+				source = "destroy_events"
+			}
+		}
 		if rate < churnMinRate || perSide[g.side] == maxSubjects {
 			continue
 		}
@@ -164,12 +195,19 @@ func (r timewaitChurn) Check(in *Input) []Finding {
 		ev := map[string]any{
 			"side": g.side.String(), "time_wait": g.count,
 			"close_rate_per_s": round1(rate), "avg_close_rate_per_s": round1(avg),
+			"close_rate_source":        source,
 			"seconds_since_last_close": round1(g.sinceLastClose().Seconds()),
 			"min_rate_per_s":           churnMinRate,
 		}
 		if haveGrowth {
 			ev["growth_per_s"] = round1(growth)
 			ev["interval_s"] = round1(in.Interval().Seconds())
+		}
+		if haveMeasured {
+			ev["measured_close_rate_per_s"] = round1(measured)
+			ev["measured_closes"] = closed
+			ev["measured_window_s"] = round1(in.Churn.Duration().Seconds())
+			ev["dropped_events"] = in.Churn.Dropped
 		}
 		if g.side == snapshot.Server {
 			out = append(out, r.server(in, g, rate, ev))
@@ -268,6 +306,13 @@ func (r timewaitChurn) server(in *Input, g *churnGroup, rate float64, ev map[str
 // rateText explains where the close rate comes from.
 func rateText(g *churnGroup, ev map[string]any) string {
 	t := fmt.Sprintf("TIME_WAIT lasts exactly 60 s, so %d/60 = %.1f closes/s on average over the last minute", g.count, ev["avg_close_rate_per_s"])
+	if m, ok := ev["measured_close_rate_per_s"].(float64); ok {
+		t = fmt.Sprintf("the kernel reported %d closes in the last %.1f s through its destroy events (%.1f/s, every connection counted, however short); ",
+			ev["measured_closes"], ev["measured_window_s"], m) + t
+		if d, _ := ev["dropped_events"].(uint64); d > 0 {
+			t += fmt.Sprintf(" (%d destroy events were dropped, so the measured rate is a lower bound)", d)
+		}
+	}
 	if growth, ok := ev["growth_per_s"].(float64); ok && growth > ev["avg_close_rate_per_s"].(float64) {
 		t += fmt.Sprintf(", and the count grew by %.1f/s between the snapshots, so the current rate is at least that", growth)
 	}
