@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/snapshot"
 )
@@ -20,6 +21,11 @@ type Options struct {
 	Procs bool
 	// Only and Skip choose doctor rules, as in `tcplens doctor`.
 	Only, Skip []string
+	// Churn listens to the kernel's destroy events between samples, so every
+	// sample carries the connections closed since the one before, however
+	// short they lived, and doctor's close rates are measured. Call Close
+	// to release the listener.
+	Churn bool
 }
 
 // Sample is one point of a watch.
@@ -30,6 +36,9 @@ type Sample struct {
 	Prev *snapshot.Snapshot
 	// Report holds doctor's findings over (Prev, Snap).
 	Report *doctor.Report
+	// Churn holds the connections closed between Prev and Snap (destroy
+	// events); nil unless Options.Churn, and for the first sample.
+	Churn *churn.Window
 }
 
 // Watcher takes samples. Next and Run may be called from one goroutine at
@@ -40,6 +49,7 @@ type Watcher struct {
 
 	mu     sync.Mutex // serialises dumps: never two at once
 	prev   *snapshot.Snapshot
+	events *churn.Listener // opened by the first Next with Options.Churn
 	latest *Sample
 	lmu    sync.RWMutex
 }
@@ -69,17 +79,50 @@ func (w *Watcher) Interval() time.Duration { return w.opt.Interval }
 func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.opt.Churn && w.events == nil {
+		// The listener outlives this call's ctx; Close ends it.
+		l, err := churn.Listen(context.WithoutCancel(ctx), churn.Config{Netns: w.opt.Netns})
+		if err != nil {
+			return nil, err
+		}
+		w.events = l
+	}
 	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs})
 	if err != nil {
 		return nil, err
 	}
 	s := &Sample{Time: snap.Time, Snap: snap, Prev: w.prev}
-	s.Report = doctor.Diagnose(&doctor.Input{Now: snap, Prev: w.prev, IdleTimeout: w.opt.IdleTimeout}, w.rules)
+	if w.events != nil {
+		if err := w.events.Err(); err != nil {
+			return nil, err
+		}
+		// The window ends with this snapshot; the first one spans only the
+		// listener's start-up, so it is not reported.
+		if win := w.events.Swap(); w.prev != nil {
+			s.Churn = win
+		}
+		w.events.Observe(snap)
+	}
+	s.Report = doctor.Diagnose(&doctor.Input{Now: snap, Prev: w.prev, IdleTimeout: w.opt.IdleTimeout, Churn: s.Churn}, w.rules)
 	w.prev = snap
 	w.lmu.Lock()
 	w.latest = s
 	w.lmu.Unlock()
 	return s, nil
+}
+
+// Close releases the destroy-event listener, if any. The Watcher may not be
+// used afterwards.
+func (w *Watcher) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.events == nil {
+		return nil
+	}
+	err := w.events.Close()
+	w.events = nil
+	w.opt.Churn = false
+	return err
 }
 
 // Latest returns the newest sample, or nil before the first.

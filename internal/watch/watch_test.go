@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -66,5 +67,73 @@ func TestNewRejects(t *testing.T) {
 	}
 	if _, err := New(Options{Only: []string{"nope"}}); err == nil {
 		t.Error("unknown rule accepted")
+	}
+}
+
+// TestChurnCountsShortConnections: connections that open and close between
+// two samples never appear in a snapshot, but every sample with Churn
+// counts them.
+func TestChurnCountsShortConnections(t *testing.T) {
+	ns := harness.NewT(t)
+	l, err := ns.Listen("tcp", "127.0.0.1:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	w, err := New(Options{Netns: ns.Name, Interval: 400 * time.Millisecond, Churn: true, Procs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const n = 30
+	var samples []*Sample
+	err = w.Run(ctx, func(s *Sample) error {
+		samples = append(samples, s)
+		switch len(samples) {
+		case 2:
+			// Between samples 2 and 3: n connections of about 2 ms each.
+			for range n {
+				c, err := ns.Dial(ctx, nil, "tcp", "127.0.0.1:9000")
+				if err != nil {
+					return err
+				}
+				time.Sleep(2 * time.Millisecond)
+				c.Close()
+			}
+		case 3:
+			cancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) != 3 || samples[0].Churn != nil || samples[1].Churn == nil {
+		t.Fatalf("%d samples; first churn %v, second %v: want 3, nil, a window", len(samples), samples[0].Churn, samples[1].Churn)
+	}
+	s := samples[2]
+	if s.Snap.Count(sockdiag.Established) != 0 {
+		t.Errorf("the snapshot sees %d ESTABLISHED; the connections should be gone", s.Snap.Count(sockdiag.Established))
+	}
+	// Two ends per connection; none was ever in a snapshot.
+	if c := s.Churn; c.Total.Closed != 2*n || c.Total.ShortLived != 2*n || c.Dropped != 0 {
+		t.Errorf("churn window: %d closed, %d short-lived, %d dropped; want %d, %d, 0", c.Total.Closed, c.Total.ShortLived, c.Dropped, 2*n, 2*n)
+	}
+	if !s.Churn.Start.Equal(samples[1].Churn.End) || s.Report.Churn != s.Churn {
+		t.Error("windows are not contiguous, or the report lacks the window")
+	}
+	if err := w.Close(); err != nil {
+		t.Error(err)
 	}
 }
