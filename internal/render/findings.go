@@ -29,6 +29,11 @@ func Findings(w io.Writer, r *doctor.Report) error {
 		sample = fmt.Sprintf("two snapshots %.1fs apart", r.Interval)
 	}
 	fmt.Fprintf(ew, "tcplens doctor: %d sockets in %s, %s\n", r.Total, where, sample)
+	if c := r.Churn; c != nil {
+		// Drops are printed even when zero: a reader can trust the count.
+		fmt.Fprintf(ew, "destroy events: %d connections closed in %.1fs (%.1f/s), %d dropped\n",
+			c.Total.Closed, c.Duration().Seconds(), c.Total.PerSecond, c.Dropped)
+	}
 	fmt.Fprintf(ew, "%d critical, %d warning, %d info\n", n[doctor.Critical], n[doctor.Warning], n[doctor.Info])
 	if len(r.Findings) == 0 {
 		fmt.Fprintf(ew, "\nNo problems found. Rules run: %s.\n", strings.Join(r.Rules, ", "))
