@@ -4,18 +4,22 @@
 package deploy_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/tcplens/tcplens/internal/exporter"
 	"github.com/tcplens/tcplens/internal/watch"
@@ -166,5 +170,94 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 	check("prometheus/tcplens-alerts.yml", string(rules))
 	if used := metricName.FindAllString(string(rules), -1); !slices.Contains(used, "tcplens_port_budget_used_ratio") {
 		t.Errorf("alert rules do not use the port budget: %v", used)
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	analyze := need(t, "systemd-analyze")
+	unit, err := os.ReadFile("systemd/tcplens.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify insists that ExecStart exists: point it at a real binary.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tcplens.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/tcplens", self)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE\n", "--listen 127.0.0.1:9917", "NoNewPrivileges=yes", "ProtectSystem=strict"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+}
+
+func TestDaemonSet(t *testing.T) {
+	raw, err := os.ReadFile("kubernetes/tcplens-daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type container struct {
+		Args  []string `yaml:"args"`
+		Ports []struct {
+			ContainerPort int `yaml:"containerPort"`
+		}
+		SecurityContext struct {
+			AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+			Capabilities             struct{ Drop, Add []string }
+		} `yaml:"securityContext"`
+		Resources struct{ Limits map[string]string } `yaml:"resources"`
+	}
+	var ds struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Metadata struct{ Annotations map[string]string }
+				Spec     struct {
+					HostNetwork bool        `yaml:"hostNetwork"`
+					HostPID     bool        `yaml:"hostPID"`
+					Containers  []container `yaml:"containers"`
+				}
+			}
+		}
+	}
+	found := false
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var any map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &any); err != nil {
+			t.Fatalf("YAML: %v", err)
+		}
+		if err := yaml.Unmarshal([]byte(doc), &ds); err != nil {
+			t.Fatal(err)
+		}
+		if ds.Kind == "DaemonSet" {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatal("no DaemonSet")
+	}
+	sp := ds.Spec.Template.Spec
+	if !sp.HostNetwork || !sp.HostPID || len(sp.Containers) != 1 {
+		t.Fatalf("hostNetwork %v, hostPID %v, %d containers", sp.HostNetwork, sp.HostPID, len(sp.Containers))
+	}
+	c := sp.Containers[0]
+	args := strings.Join(c.Args, " ")
+	ann := ds.Spec.Template.Metadata.Annotations
+	if !strings.Contains(args, "--listen=$(NODE_IP):"+ann["prometheus.io/port"]) || !strings.Contains(args, "--allow-remote") || ann["prometheus.io/scrape"] != "true" {
+		t.Errorf("args %q do not match the scrape annotations %v", args, ann)
+	}
+	sc := c.SecurityContext
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) ||
+		!slices.Equal(sc.Capabilities.Add, []string{"DAC_READ_SEARCH", "SYS_PTRACE"}) || c.Resources.Limits["memory"] == "" {
+		t.Errorf("security context %+v, limits %v", sc, c.Resources.Limits)
 	}
 }
