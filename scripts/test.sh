@@ -15,6 +15,10 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
+# prometheus and promtool: the exporter test scrapes with a real Prometheus,
+# and the alert rules are unit-tested with promtool test rules.
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -47,6 +47,7 @@ overflows.`,
 		newSummaryCmd(g),
 		newDoctorCmd(g),
 		newLabCmd(g),
+		newServeCmd(g),
 	)
 	return root
 }

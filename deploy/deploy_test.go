@@ -1,0 +1,263 @@
+// Package deploy_test checks the files in deploy/: the Prometheus alert
+// rules pass their promtool unit tests, and the rules and the Grafana
+// dashboard name only metrics that a real scrape of tcplens serve returns.
+package deploy_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/tcplens/tcplens/internal/exporter"
+	"github.com/tcplens/tcplens/internal/watch"
+	"github.com/tcplens/tcplens/lab/harness"
+)
+
+// need finds a binary; outside CI a missing one skips the test, in CI it
+// fails it.
+func need(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not installed (Debian package prometheus); scripts/test.sh installs it", name)
+		}
+		t.Skipf("%s not installed (apt-get install prometheus)", name)
+	}
+	return p
+}
+
+func TestAlertRules(t *testing.T) {
+	promtool := need(t, "promtool")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, args := range [][]string{
+		{"check", "rules", "prometheus/tcplens-alerts.yml"},
+		{"test", "rules", "prometheus/tcplens-alerts_test.yml"},
+	} {
+		out, err := exec.CommandContext(ctx, promtool, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("promtool %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// scrapedNames scrapes a real exporter watching a namespace with a
+// CLOSE_WAIT leak (so that a finding is present too) and returns the
+// metric names served.
+func scrapedNames(t *testing.T) map[string]bool {
+	ns := harness.NewT(t)
+	l, err := ns.Listen("tcp", "127.0.0.1:7100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := ns.Dial(context.Background(), nil, "tcp", "127.0.0.1:7100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close() // never closed before: CLOSE_WAIT
+	c.Close()
+
+	w, err := watch.New(watch.Options{Netns: ns.Name, Interval: time.Second, Procs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := exporter.New(w, exporter.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.Handler()
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		if _, err := w.Next(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(rec.Body)
+		if err != nil {
+			t.Fatalf("scrape does not parse: %v", err)
+		}
+		if _, ok := mfs["tcplens_finding"]; ok || time.Now().After(deadline) {
+			names := make(map[string]bool, len(mfs))
+			for n := range mfs {
+				names[n] = true
+			}
+			return names
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+var metricName = regexp.MustCompile(`\btcplens_[A-Za-z0-9_]+`)
+
+func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
+	raw, err := os.ReadFile("grafana/tcplens.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title  string `json:"title"`
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("grafana/tcplens.json: %v", err)
+	}
+	if dash.UID == "" || len(dash.Panels) < 5 {
+		t.Fatalf("dashboard uid %q with %d panels", dash.UID, len(dash.Panels))
+	}
+	rules, err := os.ReadFile("prometheus/tcplens-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	names := scrapedNames(t)
+	for _, want := range []string{"tcplens_sockets", "tcplens_finding", "tcplens_close_wait_sockets", "tcplens_ports_in_use", "tcplens_netstat_TcpExt_ListenOverflows_total"} {
+		if !names[want] {
+			t.Fatalf("the scrape lacks %s; got %v", want, names)
+		}
+	}
+	check := func(where, text string) {
+		for _, n := range metricName.FindAllString(text, -1) {
+			if !names[n] {
+				t.Errorf("%s uses %s, which tcplens serve does not export", where, n)
+			}
+		}
+	}
+	ids := map[int]bool{}
+	for _, p := range dash.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			if !metricName.MatchString(tg.Expr) {
+				t.Errorf("panel %q: expr %q names no tcplens metric", p.Title, tg.Expr)
+			}
+			check("panel "+p.Title, tg.Expr)
+		}
+	}
+	check("grafana/tcplens.json", string(raw)) // templating too
+	check("prometheus/tcplens-alerts.yml", string(rules))
+	if used := metricName.FindAllString(string(rules), -1); !slices.Contains(used, "tcplens_port_budget_used_ratio") {
+		t.Errorf("alert rules do not use the port budget: %v", used)
+	}
+}
+
+func TestSystemdUnit(t *testing.T) {
+	analyze := need(t, "systemd-analyze")
+	unit, err := os.ReadFile("systemd/tcplens.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// verify insists that ExecStart exists: point it at a real binary.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tcplens.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/tcplens", self)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"AmbientCapabilities=CAP_DAC_READ_SEARCH CAP_SYS_PTRACE\n", "--listen 127.0.0.1:9917", "NoNewPrivileges=yes", "ProtectSystem=strict"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+}
+
+func TestDaemonSet(t *testing.T) {
+	raw, err := os.ReadFile("kubernetes/tcplens-daemonset.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type container struct {
+		Args  []string `yaml:"args"`
+		Ports []struct {
+			ContainerPort int `yaml:"containerPort"`
+		}
+		SecurityContext struct {
+			AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+			Capabilities             struct{ Drop, Add []string }
+		} `yaml:"securityContext"`
+		Resources struct{ Limits map[string]string } `yaml:"resources"`
+	}
+	var ds struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Metadata struct{ Annotations map[string]string }
+				Spec     struct {
+					HostNetwork bool        `yaml:"hostNetwork"`
+					HostPID     bool        `yaml:"hostPID"`
+					Containers  []container `yaml:"containers"`
+				}
+			}
+		}
+	}
+	found := false
+	for _, doc := range strings.Split(string(raw), "\n---\n") {
+		var any map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &any); err != nil {
+			t.Fatalf("YAML: %v", err)
+		}
+		if err := yaml.Unmarshal([]byte(doc), &ds); err != nil {
+			t.Fatal(err)
+		}
+		if ds.Kind == "DaemonSet" {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatal("no DaemonSet")
+	}
+	sp := ds.Spec.Template.Spec
+	if !sp.HostNetwork || !sp.HostPID || len(sp.Containers) != 1 {
+		t.Fatalf("hostNetwork %v, hostPID %v, %d containers", sp.HostNetwork, sp.HostPID, len(sp.Containers))
+	}
+	c := sp.Containers[0]
+	args := strings.Join(c.Args, " ")
+	ann := ds.Spec.Template.Metadata.Annotations
+	if !strings.Contains(args, "--listen=$(NODE_IP):"+ann["prometheus.io/port"]) || !strings.Contains(args, "--allow-remote") || ann["prometheus.io/scrape"] != "true" {
+		t.Errorf("args %q do not match the scrape annotations %v", args, ann)
+	}
+	sc := c.SecurityContext
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) ||
+		!slices.Equal(sc.Capabilities.Add, []string{"DAC_READ_SEARCH", "SYS_PTRACE"}) || c.Resources.Limits["memory"] == "" {
+		t.Errorf("security context %+v, limits %v", sc, c.Resources.Limits)
+	}
+}
