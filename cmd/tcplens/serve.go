@@ -82,10 +82,11 @@ exporter-toolkit (the same file node_exporter reads).`,
 					return usageError(fmt.Errorf("--web.config.file %s: %w", webConfig, err))
 				}
 			}
-			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: procs})
+			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: procs, Churn: true})
 			if err != nil {
 				return usageError(err)
 			}
+			defer w.Close()
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			exp, err := exporter.New(w, exporter.Options{MaxAge: maxAge, MaxDestinations: maxDst, MaxProcesses: maxProc, Logger: logger})
 			if err != nil {

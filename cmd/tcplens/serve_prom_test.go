@@ -136,13 +136,16 @@ func TestServeScrapedByPrometheus(t *testing.T) {
 			}()
 		}
 	}()
-	for range churn {
-		c, err := ns.Dial(ctx, nil, "tcp", "127.0.0.1:8000")
-		if err != nil {
-			t.Fatal(err)
+	dialClose := func(n int) {
+		for range n {
+			c, err := ns.Dial(ctx, nil, "tcp", "127.0.0.1:8000")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
 		}
-		c.Close()
 	}
+	dialClose(churn)
 
 	// CLOSE_WAIT leak: a server that never closes.
 	ll, err := ns.Listen("tcp", "127.0.0.1:8001")
@@ -256,8 +259,11 @@ scrape_configs:
 		return ok1 && ok2 && ok3 && up == 1 && fresh == 1 && cw == 20, fmt.Sprintf("up %v, success %v, close_wait %v", up, fresh, cw)
 	})
 
-	// The leak grows while Prometheus watches.
+	// The leak grows and the churn goes on while Prometheus watches; the
+	// closes after serve started reach it through destroy events.
 	leak(10)
+	const moreChurn = 100
+	dialClose(moreChurn)
 	waitFor("series", func() (bool, string) {
 		tw, _ := one(`tcplens_sockets{job="tcplens",state="TIME_WAIT"}`)
 		ports, _ := one(`tcplens_ports_in_use{job="tcplens",src="127.0.0.1",dst="127.0.0.1",dst_port="8000"}`)
@@ -266,8 +272,13 @@ scrape_configs:
 		cwState, _ := one(`tcplens_sockets{job="tcplens",state="CLOSE_WAIT"}`)
 		opens, _ := one(`tcplens_netstat_Tcp_ActiveOpens_total{job="tcplens"}`)
 		finding, _ := one(`tcplens_finding{job="tcplens",id="close-wait-leak"}`)
-		ok := tw >= churn*9/10 && tw <= churn && ports >= tw && ratio > 0 && cw == 30 && cwState == 30 && opens >= churn+30 && finding >= 1
-		return ok, fmt.Sprintf("TIME_WAIT %v, ports %v (ratio %v), close_wait pid %v (state %v), ActiveOpens %v, close-wait-leak finding %v", tw, ports, ratio, cw, cwState, opens, finding)
+		closed, _ := one(`tcplens_connections_closed_total{job="tcplens",dst="127.0.0.1:8000",side="client"}`)
+		dropped, _ := one(`tcplens_destroy_events_dropped_total{job="tcplens"}`)
+		const all = churn + moreChurn
+		ok := tw >= all*9/10 && tw <= all && ports >= tw && ratio > 0 && cw == 30 && cwState == 30 && opens >= all+30 && finding >= 1 &&
+			closed >= moreChurn && closed <= all && dropped == 0
+		return ok, fmt.Sprintf("TIME_WAIT %v, ports %v (ratio %v), close_wait pid %v (state %v), ActiveOpens %v, close-wait-leak finding %v, closed to 127.0.0.1:8000 %v, dropped %v",
+			tw, ports, ratio, cw, cwState, opens, finding, closed, dropped)
 	})
 
 	// The rules of deploy/ fire on this data.

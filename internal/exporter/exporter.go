@@ -66,8 +66,10 @@ type Exporter struct {
 
 	// cache holds the series derived from one sample, so that concurrent
 	// and repeated scrapes of the same sample share one computation.
-	cmu   sync.Mutex
-	cache *derived
+	cmu     sync.Mutex
+	cache   *derived
+	closed  closedTotals  // guarded by cmu
+	counted *watch.Sample // the newest sample whose churn is in closed
 }
 
 type derived struct {
@@ -182,7 +184,13 @@ func (e *Exporter) derive(s *watch.Sample) []prometheus.Metric {
 	if e.cache != nil && e.cache.sample == s {
 		return e.cache.metrics
 	}
-	ms := e.d.sampleMetrics(s, e.opt.MaxDestinations, e.opt.MaxProcesses)
+	// Each window is counted once, in order: Run derives every sample as it
+	// arrives, and a scrape may still hold an older one.
+	if e.counted == nil || s.Time.After(e.counted.Time) {
+		e.closed.add(s.Churn)
+		e.counted = s
+	}
+	ms := e.d.sampleMetrics(s, &e.closed, e.opt.MaxDestinations, e.opt.MaxProcesses)
 	e.cache = &derived{sample: s, metrics: ms}
 	return ms
 }

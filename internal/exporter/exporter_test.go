@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
@@ -375,5 +377,30 @@ func TestNewRejects(t *testing.T) {
 	e, err := New(src, Options{})
 	if err != nil || e.MaxAge() != 4*time.Second || e.opt.MaxDestinations != DefaultMaxDestinations {
 		t.Errorf("defaults: %v, %+v", err, e.opt)
+	}
+}
+
+func TestClosedTotals(t *testing.T) {
+	dst := func(s string) churn.Dest { return churn.Dest{Side: snapshot.Client, Addr: netip.MustParseAddrPort(s)} }
+	win := func(d map[string]int, other int, dropped uint64) *churn.Window {
+		w := &churn.Window{OtherDestinations: churn.Stats{Closed: other}, Dropped: dropped}
+		for a, n := range d {
+			w.Destinations = append(w.Destinations, churn.DestStats{Dest: dst(a), Stats: churn.Stats{Closed: n}})
+		}
+		return w
+	}
+	var c closedTotals
+	c.add(nil)
+	if c.enabled {
+		t.Fatal("a nil window enabled churn series")
+	}
+	c.add(win(map[string]int{"10.0.0.1:5432": 50, "10.0.0.2:6379": 5}, 3, 0))
+	c.add(win(map[string]int{"10.0.0.2:6379": 100, "10.0.0.3:80": 1}, 0, 7))
+	top, rest := c.top(2)
+	if len(top) != 2 || top[0].dest != dst("10.0.0.2:6379") || top[0].closed != 105 || top[1].closed != 50 {
+		t.Fatalf("top %+v", top)
+	}
+	if rest != 1+3 || c.dropped != 7 {
+		t.Fatalf("rest %d (want the 1 of 10.0.0.3 plus 3 other), dropped %d", rest, c.dropped)
 	}
 }

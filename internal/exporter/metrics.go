@@ -58,6 +58,7 @@ type descs struct {
 	success, age, timestamp, took, samples, failures, maxAge *prometheus.Desc
 	// data
 	sockets, ephemeral, inUse, used, budgets, closeWait, finding *prometheus.Desc
+	closed, churnDropped                                         *prometheus.Desc
 	counters                                                     map[string]*prometheus.Desc
 }
 
@@ -67,21 +68,23 @@ func newDescs() *descs {
 	}
 	budget := []string{"src", "dst", "dst_port"}
 	ds := &descs{
-		success:   d("scrape_success", "1 if the served sample is at most tcplens_max_sample_age_seconds old; 0 means no data series are served."),
-		age:       d("last_sample_age_seconds", "Age of the newest sample at scrape time."),
-		timestamp: d("last_sample_timestamp_seconds", "Unix time the newest sample was taken."),
-		took:      d("last_sample_duration_seconds", "Time the newest sample's socket dump and process scan took."),
-		samples:   d("samples_total", "Samples taken since start."),
-		failures:  d("sample_errors_total", "Samples that failed since start."),
-		maxAge:    d("max_sample_age_seconds", "Oldest sample a scrape serves (--max-age)."),
-		sockets:   d("sockets", "TCP sockets per state.", "state"),
-		ephemeral: d("ephemeral_ports", "Usable ephemeral ports: net.ipv4.ip_local_port_range minus ip_local_reserved_ports. Each (src, dst, dst_port) has this many."),
-		inUse:     d("ports_in_use", `Ephemeral ports in use per (src, dst, dst_port), every state including TIME_WAIT; the top --max-destinations, the rest summed under "other".`, budget...),
-		used:      d("port_budget_used_ratio", "ports_in_use / ephemeral_ports for the top --max-destinations; connect() slows past 0.5 and fails at 1.", budget...),
-		budgets:   d("port_budget_destinations", "Distinct (src, dst, dst_port) using ephemeral ports, before the cap."),
-		closeWait: d("close_wait_sockets", `CLOSE_WAIT sockets per owning process: the top --max-processes, the rest under pid="other", sockets without a known owner under pid="unknown".`, "pid", "comm"),
-		finding:   d("finding", "Doctor findings on the newest sample, per rule id and severity.", "id", "severity"),
-		counters:  make(map[string]*prometheus.Desc, len(Counters)),
+		success:      d("scrape_success", "1 if the served sample is at most tcplens_max_sample_age_seconds old; 0 means no data series are served."),
+		age:          d("last_sample_age_seconds", "Age of the newest sample at scrape time."),
+		timestamp:    d("last_sample_timestamp_seconds", "Unix time the newest sample was taken."),
+		took:         d("last_sample_duration_seconds", "Time the newest sample's socket dump and process scan took."),
+		samples:      d("samples_total", "Samples taken since start."),
+		failures:     d("sample_errors_total", "Samples that failed since start."),
+		maxAge:       d("max_sample_age_seconds", "Oldest sample a scrape serves (--max-age)."),
+		sockets:      d("sockets", "TCP sockets per state.", "state"),
+		ephemeral:    d("ephemeral_ports", "Usable ephemeral ports: net.ipv4.ip_local_port_range minus ip_local_reserved_ports. Each (src, dst, dst_port) has this many."),
+		inUse:        d("ports_in_use", `Ephemeral ports in use per (src, dst, dst_port), every state including TIME_WAIT; the top --max-destinations, the rest summed under "other".`, budget...),
+		used:         d("port_budget_used_ratio", "ports_in_use / ephemeral_ports for the top --max-destinations; connect() slows past 0.5 and fails at 1.", budget...),
+		budgets:      d("port_budget_destinations", "Distinct (src, dst, dst_port) using ephemeral ports, before the cap."),
+		closeWait:    d("close_wait_sockets", `CLOSE_WAIT sockets per owning process: the top --max-processes, the rest under pid="other", sockets without a known owner under pid="unknown".`, "pid", "comm"),
+		finding:      d("finding", "Doctor findings on the newest sample, per rule id and severity.", "id", "severity"),
+		closed:       d("connections_closed_total", `Connections closed since start, from the kernel's sock_diag destroy events, per destination: for side="client" the remote address this host dialled, for side="server" the local listener. The top --max-destinations by total; the rest under dst="other".`, "dst", "side"),
+		churnDropped: d("destroy_events_dropped_total", "Destroy events the kernel dropped because tcplens's receive buffer was full: connections_closed_total misses this many."),
+		counters:     make(map[string]*prometheus.Desc, len(Counters)),
 	}
 	for _, k := range Counters {
 		ds.counters[k] = prometheus.NewDesc(CounterName(k), "Kernel counter "+k+" of /proc/net/netstat or /proc/net/snmp.", nil, nil)
@@ -91,7 +94,7 @@ func newDescs() *descs {
 
 func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	for _, x := range []*prometheus.Desc{d.success, d.age, d.timestamp, d.took, d.samples, d.failures, d.maxAge,
-		d.sockets, d.ephemeral, d.inUse, d.used, d.budgets, d.closeWait, d.finding} {
+		d.sockets, d.ephemeral, d.inUse, d.used, d.budgets, d.closeWait, d.finding, d.closed, d.churnDropped} {
 		ch <- x
 	}
 	for _, k := range Counters {
@@ -99,12 +102,9 @@ func (d *descs) describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// sampleMetrics derives every data series of one sample.
-//
-// Churn plugs in here: when watch.Sample carries per-destination churn,
-// one more block emits tcplens_connections_closed_total{dst} through
-// capped with the same maxDst, like the port budget below.
-func (d *descs) sampleMetrics(s *watch.Sample, maxDst, maxProc int) []prometheus.Metric {
+// sampleMetrics derives every data series of one sample; closed holds the
+// churn totals up to and including it.
+func (d *descs) sampleMetrics(s *watch.Sample, closed *closedTotals, maxDst, maxProc int) []prometheus.Metric {
 	snap := s.Snap
 	var out []prometheus.Metric
 	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
@@ -148,6 +148,15 @@ func (d *descs) sampleMetrics(s *watch.Sample, maxDst, maxProc int) []prometheus
 	})
 	if unowned > 0 {
 		gauge(d.closeWait, float64(unowned), Unknown, Unknown)
+	}
+
+	if closed.enabled {
+		top, rest := closed.top(maxDst)
+		for _, t := range top {
+			out = append(out, prometheus.MustNewConstMetric(d.closed, prometheus.CounterValue, float64(t.closed), t.dest.Addr.String(), t.dest.Side.String()))
+		}
+		out = append(out, prometheus.MustNewConstMetric(d.closed, prometheus.CounterValue, float64(rest), Other, Other))
+		out = append(out, prometheus.MustNewConstMetric(d.churnDropped, prometheus.CounterValue, float64(closed.dropped)))
 	}
 
 	if s.Report != nil {
