@@ -47,6 +47,7 @@ overflows.`,
 		newSummaryCmd(g),
 		newDoctorCmd(g),
 		newLabCmd(g),
+		newTopCmd(g),
 	)
 	return root
 }
