@@ -94,7 +94,7 @@ func (m Model) header(w int) string {
 		b.WriteString(" · " + st.warn.Render("sampling… "+render.Duration(m.now.Sub(m.samplingSince))))
 	}
 	if m.err != nil {
-		b.WriteString(" · " + st.errs.Render("sample failed: "+m.err.Error()))
+		b.WriteString(" · " + st.errs.Render("LAST SAMPLE FAILED"))
 	}
 	return fit(b.String(), w)
 }
@@ -214,7 +214,7 @@ func (m Model) sortNote(p panel, shown, kept, total int) string {
 }
 
 func (m Model) portsPanel(w, h int) []string {
-	cols := []column{{"DESTINATION", 22, false}, {"IN USE", 8, true}, {"USED", 7, true}, {"TW", 7, true}, {"ESTAB", 7, true}, {"PROCESS", 0, false}}
+	cols := []column{{"DESTINATION", 22, false}, {"IN USE", 7, true}, {"USED", 7, true}, {"TW", 7, true}, {"ESTAB", 6, true}, {"PROCESS", 0, false}}
 	var rows [][]string
 	for i := range m.ports {
 		if i == h {
@@ -285,15 +285,15 @@ func (m Model) closeWaitPanel(w, h int) []string {
 }
 
 func (m Model) retransPanel(w, h int) []string {
-	cols := []column{{"REMOTE", 21, false}, {"STATE", 12, false}, {"#", 3, true}, {"BOFF", 5, true}, {"RTO", 7, true}, {"NEXT", 6, true}, {"PROCESS", 0, false}}
+	cols := []column{{"REMOTE", 21, false}, {"STATE", 12, false}, {"#/BACKOFF", 10, true}, {"RTO", 7, true}, {"PROCESS", 0, false}}
 	var rows [][]string
 	for i := range m.rt {
 		if i == h {
 			break
 		}
 		r := &m.rt[i]
-		rows = append(rows, []string{r.Remote.String(), r.State.String(), strconv.Itoa(int(r.Retrans)), strconv.Itoa(int(r.Backoff)),
-			render.Duration(r.RTO), render.Duration(r.Expires), procNames(r.Procs)})
+		rows = append(rows, []string{r.Remote.String(), r.State.String(), strconv.Itoa(int(r.Retrans)) + "/" + strconv.Itoa(int(r.Backoff)),
+			render.Duration(r.RTO), procNames(r.Procs)})
 	}
 	return m.panel(panelRetrans, "RETRANSMITTING", m.sortNote(panelRetrans, len(m.rt), len(m.frame.Retrans), m.frame.RetransTotal), w, h, cols, rows, len(m.rt), nil)
 }
@@ -331,6 +331,9 @@ func (m Model) footer(w int) string {
 		return fit(s, w)
 	}
 	s := st.dim.Render("q quit · tab panel · s sort · / filter · esc clear filter · p pause")
+	if m.err != nil {
+		s = st.errs.Render("sample failed (retrying): "+m.err.Error()) + "  " + s
+	}
 	if !m.filter.Empty() {
 		s = st.bold.Render("filter: "+m.filter.String()) + "  " + s
 	}
