@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Debian packages: ip/ss (the oracle), nft (blackholes), GNU time (bench).
+# Debian packages: ip/ss (the oracle), nft (blackholes), tmux (drives
+# `tcplens top` in a real terminal), GNU time (bench).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
@@ -19,6 +20,7 @@ command -v nft >/dev/null || need+=(nftables)
 # and the alert rules are unit-tested with promtool test rules.
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
+command -v tmux >/dev/null || need+=(tmux)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -48,6 +48,7 @@ overflows.`,
 		newDoctorCmd(g),
 		newLabCmd(g),
 		newServeCmd(g),
+		newTopCmd(g),
 	)
 	return root
 }

@@ -201,3 +201,18 @@ func joinCmdline(args []string) string {
 	}
 	return s[:cut]
 }
+
+// NewTable indexes processes by the socket inodes they hold, as Scan does;
+// it lets tests and tools build a table without walking /proc.
+func NewTable(ps []*Process) *Table {
+	t := &Table{Procs: make(map[int]*Process, len(ps)), byInode: make(map[uint32][]*Process)}
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b *Process) int { return a.PID - b.PID })
+	for _, p := range ps {
+		t.Procs[p.PID] = p
+		for _, ino := range p.SocketInodes {
+			t.byInode[ino] = append(t.byInode[ino], p)
+		}
+	}
+	return t
+}
