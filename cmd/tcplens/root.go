@@ -47,6 +47,7 @@ overflows.`,
 		newSummaryCmd(g),
 		newDoctorCmd(g),
 		newLabCmd(g),
+		newRecordCmd(g), newHistoryCmd(g), newReportCmd(g),
 	)
 	return root
 }

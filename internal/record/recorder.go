@@ -94,20 +94,29 @@ type Stats struct {
 	Pruned int `json:"size_prunes"`
 }
 
+// OptionError is what Open returns for options out of range.
+type OptionError struct{ Err error }
+
+func (e *OptionError) Error() string { return e.Err.Error() }
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func (opt *Options) validate() error {
+	switch {
+	case opt.MaxSize < MinSize:
+		return fmt.Errorf("max size %d bytes: must be at least %d (1MiB)", opt.MaxSize, MinSize)
+	case opt.Retention < 0:
+		return fmt.Errorf("retention %s: must be 0 (size only) or positive", opt.Retention)
+	case opt.Top < 1:
+		return fmt.Errorf("top %d: must be at least 1", opt.Top)
+	}
+	return opt.Triggers.validate()
+}
+
 // Open opens or creates the recording at path for writing. Only one
 // Recorder may write a file at a time.
 func Open(ctx context.Context, path string, opt Options) (*Recorder, error) {
-	if opt.MaxSize < MinSize {
-		return nil, fmt.Errorf("max size %d bytes: must be at least %d (1 MiB)", opt.MaxSize, MinSize)
-	}
-	if opt.Retention < 0 {
-		return nil, fmt.Errorf("retention %s: must be 0 (size only) or positive", opt.Retention)
-	}
-	if opt.Top < 1 {
-		return nil, fmt.Errorf("top %d: must be at least 1", opt.Top)
-	}
-	if err := opt.Triggers.validate(); err != nil {
-		return nil, err
+	if err := opt.validate(); err != nil {
+		return nil, &OptionError{err}
 	}
 	lock, err := lockFile(path)
 	if err != nil {
