@@ -45,7 +45,8 @@ func newRecordCmd(g *globals) *cobra.Command {
 		maxSize     string
 		top         int
 		idle        time.Duration
-		procs       bool
+		procs       string
+		cpuBudget   float64
 		sev         string
 		jumpPercent float64
 		opt         = record.Options{Triggers: record.DefaultTriggers()}
@@ -91,7 +92,21 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 				return usageError(fmt.Errorf("--trigger-jump-percent %g: must be 0 or more", jumpPercent))
 			}
 			opt.Triggers.JumpRel = jumpPercent / 100
-			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: procs})
+			loop := record.LoopOptions{Netns: g.netns, Interval: interval, CPUBudget: cpuBudget / 100}
+			switch procs {
+			case "auto":
+				loop.Procs = record.ProcsAuto
+			case "always":
+				loop.Procs = record.ProcsAlways
+			case "never":
+				loop.Procs = record.ProcsNever
+			default:
+				return usageError(fmt.Errorf("--procs %q: want auto, always or never", procs))
+			}
+			if cpuBudget < 0 || cpuBudget > 100 {
+				return usageError(fmt.Errorf("--cpu-budget %g: want a percentage of one core, 0 (no limit) to 100", cpuBudget))
+			}
+			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: loop.Procs != record.ProcsNever})
 			if err != nil {
 				return usageError(err)
 			}
@@ -119,7 +134,7 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 					return err
 				}
 			}
-			return runRecord(cmd, g, w, rec, duration)
+			return runRecord(cmd, g, w, rec, loop, duration)
 		},
 	}
 	fl := cmd.Flags()
@@ -130,7 +145,8 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 	fl.StringVar(&maxSize, "max-size", "256MiB", "upper bound of the file and its WAL (at least 1MiB)")
 	fl.IntVar(&top, "top", 10, "destinations whose port budget is stored per sample")
 	fl.DurationVar(&idle, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path (as doctor)")
-	fl.BoolVar(&procs, "procs", true, "attribute sockets to processes on every sample (walks /proc)")
+	fl.StringVar(&procs, "procs", "auto", "find socket owners (walks /proc): auto = while a finding or capture is on, always, never")
+	fl.Float64Var(&cpuBudget, "cpu-budget", 2.5, "average CPU share of one core, in percent, for full samples: costlier ones are spaced out while a cheap probe still runs every interval (0 = no limit)")
 	fl.StringVar(&sev, "trigger-severity", "warning", "capture when a finding at this severity or above starts: info, warning, critical")
 	fl.IntVar(&opt.Triggers.JumpAbs, "trigger-jump", opt.Triggers.JumpAbs, "capture when a state count rises (ESTABLISHED: or falls) by this many sockets between samples (0 = off)...")
 	fl.Float64Var(&jumpPercent, "trigger-jump-percent", opt.Triggers.JumpRel*100, "...and by at least this percentage of its previous value")
@@ -154,7 +170,7 @@ func parseSeverity(s string) (doctor.Severity, error) {
 	return 0, fmt.Errorf("%q: want info, warning or critical", s)
 }
 
-func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Recorder, duration time.Duration) error {
+func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Recorder, loop record.LoopOptions, duration time.Duration) error {
 	ctx := cmd.Context()
 	if duration > 0 {
 		var cancel context.CancelFunc
@@ -168,16 +184,13 @@ func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Rec
 	}
 	fmt.Fprintf(errw, "tcplens record: %s every %s into %s\n", where, render.Duration(w.Interval()), rec.Path())
 	captures := 0
-	err := w.Run(ctx, func(s *watch.Sample) error {
-		if err := rec.Record(ctx, s); err != nil {
-			return err
-		}
+	loop.OnSample = func(s *watch.Sample) {
 		if st := rec.Stats(); st.Captures > captures {
 			captures = st.Captures
 			fmt.Fprintf(errw, "tcplens record: %s capture %d\n", s.Time.Format("15:04:05.000"), captures)
 		}
-		return nil
-	})
+	}
+	ls, err := record.Loop(ctx, w, rec, loop)
 	st := rec.Stats()
 	if cerr := rec.Close(); err == nil {
 		err = cerr
@@ -186,9 +199,12 @@ func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Rec
 		return err
 	}
 	if g.json {
-		return render.JSON(cmd.OutOrStdout(), map[string]any{"db": rec.Path(), "stats": st})
+		return render.JSON(cmd.OutOrStdout(), map[string]any{"db": rec.Path(), "stats": st, "loop": ls})
 	}
-	fmt.Fprintf(errw, "tcplens record: %d samples, %d captures (%d snapshots), %d triggers over the rate limit, in %s\n",
-		st.Samples, st.Captures, st.Snapshots, st.Suppressed, rec.Path())
+	fmt.Fprintf(errw, "tcplens record: %d samples (%d probes, %d full samples forced by a probe), %d captures (%d snapshots), %d triggers over the rate limit, in %s\n",
+		st.Samples, ls.Probes, ls.ProbeForced, st.Captures, st.Snapshots, st.Suppressed, rec.Path())
+	if ls.FullInterval > w.Interval() {
+		fmt.Fprintf(errw, "tcplens record: full samples were %s apart at the end to stay within --cpu-budget\n", render.Duration(ls.FullInterval))
+	}
 	return nil
 }

@@ -68,7 +68,9 @@ func TestRecordKill9(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "record", "--netns", ns.Name, "--db", db, "--interval", interval.String())
+	// --cpu-budget 0: a full sample every interval, whatever the race
+	// detector does to the cost of one.
+	cmd := exec.CommandContext(ctx, os.Args[0], "record", "--netns", ns.Name, "--db", db, "--interval", interval.String(), "--cpu-budget", "0")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -132,7 +134,7 @@ func TestRecordKill9(t *testing.T) {
 
 	// Recording continues into the same file (the lock died with the
 	// process), and the ids go on from where they stopped.
-	stdout, errOut, code := tcplens(t, "record", "--netns", ns.Name, "--db", db, "--interval", interval.String(), "--duration", "1s", "--json")
+	stdout, errOut, code := tcplens(t, "record", "--netns", ns.Name, "--db", db, "--interval", interval.String(), "--duration", "1s", "--json", "--cpu-budget", "0")
 	if code != 0 {
 		t.Fatalf("record after the crash: exit %d: %s", code, errOut)
 	}
@@ -184,7 +186,7 @@ func TestRecordSpike(t *testing.T) {
 	done := make(chan int, 1)
 	var recOut, recErr bytes.Buffer
 	go func() {
-		done <- run(recCtx, []string{"record", "--netns", ns.Name, "--db", db, "--interval", "250ms"}, &recOut, &recErr)
+		done <- run(recCtx, []string{"record", "--netns", ns.Name, "--db", db, "--interval", "250ms", "--cpu-budget", "0"}, &recOut, &recErr)
 	}()
 	time.Sleep(1200 * time.Millisecond) // a few calm samples first
 
@@ -291,6 +293,69 @@ func TestRecordSpike(t *testing.T) {
 
 	t.Run("history", func(t *testing.T) { testHistory(t, db) })
 	t.Run("report", func(t *testing.T) { testReport(t, db) })
+}
+
+// TestRecordCPUBudget: with a budget no full sample fits, full samples stop
+// after the first, the probe keeps running every interval, and a jump in
+// the kernel's totals forces a full sample at once.
+func TestRecordCPUBudget(t *testing.T) {
+	ns := harness.NewT(t)
+	l, err := ns.Listen("tcp", "127.0.0.1:7200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	db := filepath.Join(t.TempDir(), "budget.db")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"record", "--netns", ns.Name, "--db", db, "--interval", "100ms", "--cpu-budget", "0.001", "--duration", "2500ms", "--json"}, &out, &errOut)
+	}()
+	time.Sleep(1200 * time.Millisecond)
+	go func() { // the server ends; closed when the listener closes
+		var conns []net.Conn
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	for range 200 {
+		c, err := ns.Dial(ctx, nil, "tcp", "127.0.0.1:7200")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("record: exit %d: %s", code, errOut.String())
+	}
+	var res struct {
+		Stats record.Stats     `json:"stats"`
+		Loop  record.LoopStats `json:"loop"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Loop.Probes < 15 || res.Stats.Samples != 2 || res.Loop.ProbeForced != 1 {
+		t.Fatalf("%d probes, %d full samples, %d forced: want >= 15, 2 and 1", res.Loop.Probes, res.Stats.Samples, res.Loop.ProbeForced)
+	}
+	rd, err := record.OpenReader(context.Background(), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	s, err := rd.Samples(context.Background(), record.Window{})
+	if err != nil || len(s) != 2 || s[1].States[sockdiag.Established] < 300 {
+		t.Fatalf("samples %+v, %v: want the forced one to hold the new connections", s, err)
+	}
 }
 
 func testHistory(t *testing.T, db string) {

@@ -61,6 +61,8 @@ type Recorder struct {
 	tokens   bucket
 	dropped  int // triggers refused by the rate limit since the last capture
 	episodes map[string]episode
+	// triggered: the last sample had a trigger reason.
+	triggered bool
 
 	stats Stats
 }
@@ -273,6 +275,7 @@ func (r *Recorder) record(ctx context.Context, s *watch.Sample) error {
 		}
 	}
 	r.ring, r.open, r.tokens, r.dropped, r.episodes = ring, open, tokens, dropped, episodes
+	r.triggered = len(reasons) > 0
 	r.stats = stats
 	r.stats.Samples++
 	return nil

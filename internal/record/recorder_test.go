@@ -380,3 +380,40 @@ func TestOpenRejects(t *testing.T) {
 		}
 	}
 }
+
+func TestNextFull(t *testing.T) {
+	const iv = time.Second
+	for _, c := range []struct {
+		cost   time.Duration
+		budget float64
+		want   time.Duration
+	}{
+		{10 * time.Millisecond, 0.025, iv},
+		{25 * time.Millisecond, 0.025, iv},
+		{26 * time.Millisecond, 0.025, 2 * iv},
+		{60 * time.Millisecond, 0.025, 3 * iv},
+		{time.Second, 0.025, maxStretch},
+		{time.Second, 0, iv},
+	} {
+		if got := nextFull(c.cost, iv, c.budget); got != c.want {
+			t.Errorf("nextFull(%s, %g) = %s, want %s", c.cost, c.budget, got, c.want)
+		}
+	}
+	tr := DefaultTriggers()
+	base := probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1000}, CurrEstab: 500}
+	for _, c := range []struct {
+		p    probe
+		want bool
+	}{
+		{base, false},
+		{probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1400}, CurrEstab: 500}, false}, // +400 is < 50% of 1000
+		{probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1500}, CurrEstab: 500}, true},
+		{probe{Sockstat: kernel.Sockstat{InUse: 110, TW: 1000}, CurrEstab: 500}, true},
+		{probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1000}, CurrEstab: 200}, true}, // mass disconnect
+		{probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1000, Orphan: 99}, CurrEstab: 500}, false},
+	} {
+		if got := tr.probeJump(base, c.p); got != c.want {
+			t.Errorf("probeJump(%+v) = %v", c.p, got)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcplens/tcplens/internal/doctor"
@@ -41,7 +42,9 @@ type Watcher struct {
 	mu     sync.Mutex // serialises dumps: never two at once
 	prev   *snapshot.Snapshot
 	latest *Sample
-	lmu    sync.RWMutex
+	// noProcs turns Options.Procs off for the next samples (SetProcs).
+	noProcs atomic.Bool
+	lmu     sync.RWMutex
 }
 
 // New validates the options.
@@ -69,7 +72,7 @@ func (w *Watcher) Interval() time.Duration { return w.opt.Interval }
 func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs})
+	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs && !w.noProcs.Load()})
 	if err != nil {
 		return nil, err
 	}
@@ -81,6 +84,12 @@ func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
 	w.lmu.Unlock()
 	return s, nil
 }
+
+// SetProcs turns process attribution on or off for the following samples
+// (it is never on when Options.Procs is off). Walking /proc costs more than
+// the socket dump on a host with many processes, so a recorder may attribute
+// only while something is wrong.
+func (w *Watcher) SetProcs(on bool) { w.noProcs.Store(!on) }
 
 // Latest returns the newest sample, or nil before the first.
 func (w *Watcher) Latest() *Sample {
