@@ -10,11 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
-# Debian packages: ip/ss (the oracle), nft (blackholes), GNU time (bench).
+# Debian packages: ip/ss (the oracle), nft (blackholes), GNU time (bench),
+# chromium (loads tcplens report's HTML in the report test).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"io"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,7 +98,7 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 	opt.MaxPoints = cmp.Or(opt.MaxPoints, 1200)
 	opt.MaxRows = cmp.Or(opt.MaxRows, 50)
 	opt.TopDestinations = cmp.Or(opt.TopDestinations, 5)
-	r := &Report{DB: rd.Path(), Generated: opt.Now, Worst: map[string]int{}}
+	r := &Report{DB: filepath.Base(rd.Path()), Generated: opt.Now, Worst: map[string]int{}}
 	var err error
 	if r.Meta, err = rd.Meta(ctx); err != nil {
 		return nil, err
