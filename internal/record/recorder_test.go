@@ -254,7 +254,7 @@ func TestMaxSizeHolds(t *testing.T) {
 	})
 	var prev *snapshot.Snapshot
 	peak := int64(0)
-	const n = 2500
+	const n = 1200
 	for i := range n {
 		cw := 0
 		if i%50 == 10 {

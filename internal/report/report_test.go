@@ -10,7 +10,7 @@ func TestChartSVG(t *testing.T) {
 	t0 := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 	c := &Chart{
 		Title: `<b>"states"</b>`, Unit: "sockets", From: t0, To: t0.Add(10 * time.Second),
-		Series: []Series{{Name: "CLOSE_WAIT <x>", Color: "#d62728", Points: []Point{{t0, 0}, {t0.Add(2 * time.Second), 300}, {t0.Add(5 * time.Second), 0}}}},
+		Series:  []Series{{Name: "CLOSE_WAIT <x>", Color: "#d62728", Points: []Point{{t0, 0}, {t0.Add(2 * time.Second), 300}, {t0.Add(5 * time.Second), 0}}}},
 		Markers: []Marker{{From: t0.Add(3 * time.Second), To: t0.Add(4 * time.Second), Color: "#ff9900", Label: "warning <close-wait-leak>"}},
 	}
 	svg := string(c.SVG())
