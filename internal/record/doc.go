@@ -22,6 +22,12 @@
 // data (samples, findings, captures, in time order) is deleted first
 // whenever the database pages pass their share of MaxSize.
 //
+// Cost. Loop takes a full sample (watch.Next: dump, doctor) every interval
+// while that fits a CPU budget, and spaces full samples out when it does
+// not (a dump of 100,000 sockets alone costs ~50 ms of kernel time); a
+// probe of the kernel's socket totals (/proc/net/sockstat, Tcp CurrEstab)
+// still runs every interval and forces a full sample when they jump.
+//
 // Reader opens a recording for `tcplens history` and `tcplens report`; it
 // never writes and never touches the kernel.
 package record

@@ -166,7 +166,8 @@ func (r *Recorder) Path() string { return r.path }
 // Stats returns what the recorder did so far.
 func (r *Recorder) Stats() Stats { return r.stats }
 
-// Close finishes any open capture and closes the file.
+// Close closes the file. A capture still collecting "after" snapshots
+// keeps the ones it has.
 func (r *Recorder) Close() error {
 	err := r.db.Close()
 	if r.lock != nil {
