@@ -11,7 +11,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # Debian packages: ip/ss (the oracle), nft (blackholes), tmux (drives
-# `tcplens top` in a real terminal), GNU time (bench).
+# `tcplens top` in a real terminal), chromium (loads tcplens report's HTML in
+# the report test), GNU time (bench).
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v ss >/dev/null || need+=(iproute2)
@@ -21,6 +22,7 @@ command -v nft >/dev/null || need+=(nftables)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v tmux >/dev/null || need+=(tmux)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

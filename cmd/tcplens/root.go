@@ -49,6 +49,7 @@ overflows.`,
 		newLabCmd(g),
 		newServeCmd(g),
 		newTopCmd(g),
+		newRecordCmd(g), newHistoryCmd(g), newReportCmd(g),
 	)
 	return root
 }

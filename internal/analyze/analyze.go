@@ -3,6 +3,7 @@ package analyze
 import (
 	"cmp"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -24,6 +25,24 @@ func (c StateCounts) MarshalJSON() ([]byte, error) {
 		}
 	}
 	return json.Marshal(m)
+}
+
+// UnmarshalJSON reads what MarshalJSON writes; unknown state names are an
+// error.
+func (c *StateCounts) UnmarshalJSON(b []byte) error {
+	var m map[string]int
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*c = StateCounts{}
+	for name, n := range m {
+		st, ok := sockdiag.ParseState(name)
+		if !ok {
+			return fmt.Errorf("unknown state %q", name)
+		}
+		c[st] = n
+	}
+	return nil
 }
 
 // Total sums every state.

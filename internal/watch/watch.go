@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcplens/tcplens/internal/churn"
@@ -51,7 +52,9 @@ type Watcher struct {
 	prev   *snapshot.Snapshot
 	events *churn.Listener // opened by the first Next with Options.Churn
 	latest *Sample
-	lmu    sync.RWMutex
+	// noProcs turns Options.Procs off for the next samples (SetProcs).
+	noProcs atomic.Bool
+	lmu     sync.RWMutex
 }
 
 // New validates the options.
@@ -87,7 +90,7 @@ func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
 		}
 		w.events = l
 	}
-	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs})
+	snap, err := snapshot.Take(ctx, snapshot.Options{Netns: w.opt.Netns, Procs: w.opt.Procs && !w.noProcs.Load()})
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +127,12 @@ func (w *Watcher) Close() error {
 	w.opt.Churn = false
 	return err
 }
+
+// SetProcs turns process attribution on or off for the following samples
+// (it is never on when Options.Procs is off). Walking /proc costs more than
+// the socket dump on a host with many processes, so a recorder may attribute
+// only while something is wrong.
+func (w *Watcher) SetProcs(on bool) { w.noProcs.Store(!on) }
 
 // Latest returns the newest sample, or nil before the first.
 func (w *Watcher) Latest() *Sample {

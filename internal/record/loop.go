@@ -1,0 +1,221 @@
+package record
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/tcplens/tcplens/internal/doctor"
+	"github.com/tcplens/tcplens/internal/kernel"
+	"github.com/tcplens/tcplens/internal/netns"
+	"github.com/tcplens/tcplens/internal/watch"
+)
+
+// LoopOptions configure Loop.
+type LoopOptions struct {
+	Netns    string
+	Interval time.Duration
+	// CPUBudget is the share of one core (0.025 = 2.5%) that recording may
+	// use on average. A full sample (socket dump, doctor, write) that costs
+	// more than CPUBudget x Interval stretches the time to the next full
+	// sample; a probe of the kernel's socket totals still runs every
+	// Interval and forces a full sample at once when they jump. 0 takes a
+	// full sample every interval whatever it costs.
+	CPUBudget float64
+	// Procs: attribute sockets to processes only while something is wrong
+	// (ProcsAuto), always, or never.
+	Procs ProcsMode
+	// OnSample, when set, is called after each stored sample.
+	OnSample func(*watch.Sample)
+}
+
+// ProcsMode says when samples walk /proc to find socket owners.
+type ProcsMode int
+
+// Procs modes.
+const (
+	// ProcsAuto attributes while the last sample had a finding at or above
+	// the trigger severity or a capture is open, for procsHold after any
+	// trigger, and on the sample a probe jump forces: the moments that get
+	// captured or reported. (A finding that starts a little after a jump,
+	// like a CLOSE_WAIT pile-up aging past doctor's 2 s, is covered by the
+	// hold and names its process from its first sample.)
+	ProcsAuto ProcsMode = iota
+	ProcsAlways
+	ProcsNever
+)
+
+// procsHold is how long ProcsAuto keeps attributing after a trigger, at
+// least procsHoldSamples intervals.
+const (
+	procsHold        = 10 * time.Second
+	procsHoldSamples = 10
+)
+
+// maxStretch bounds how far the budget can push full samples apart.
+const maxStretch = 30 * time.Second
+
+// LoopStats add what the loop did to the recorder's Stats.
+type LoopStats struct {
+	Probes      int `json:"probes"`
+	ProbeForced int `json:"full_samples_forced_by_probe"`
+	// FullInterval is the time between full samples at the end.
+	FullInterval time.Duration `json:"-"`
+}
+
+// Loop records until ctx ends: a full sample every Interval as long as the
+// CPU budget allows, and a cheap probe in between. It returns nil when ctx
+// ends.
+func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (LoopStats, error) {
+	var st LoopStats
+	if opt.Interval <= 0 {
+		return st, fmt.Errorf("interval %s: must be positive", opt.Interval)
+	}
+	tick := time.NewTicker(opt.Interval)
+	defer tick.Stop()
+	var (
+		lastFull  time.Time
+		lastTrig  time.Time
+		hold      = max(procsHold, procsHoldSamples*opt.Interval)
+		fullEvery = opt.Interval
+		base      probe // the probe taken with the last full sample
+		procs     = opt.Procs == ProcsAlways
+	)
+	st.FullInterval = fullEvery
+	for {
+		now := time.Now()
+		p, err := readProbe(opt.Netns)
+		if err != nil {
+			if ctx.Err() != nil {
+				return st, nil
+			}
+			return st, err
+		}
+		st.Probes++
+		due := lastFull.IsZero() || now.Sub(lastFull) >= fullEvery-opt.Interval/10
+		// Against the last full sample, so a rise spread over several
+		// probes counts too.
+		if !due && r.opt.Triggers.probeJump(base, p) {
+			due = true
+			st.ProbeForced++
+			if opt.Procs == ProcsAuto {
+				procs = true
+			}
+		}
+		if due {
+			w.SetProcs(procs)
+			cpu0 := cpuTime()
+			s, err := w.Next(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return st, nil
+				}
+				return st, err
+			}
+			if err := r.Record(ctx, s); err != nil {
+				if ctx.Err() != nil {
+					return st, nil
+				}
+				return st, err
+			}
+			cost := cpuTime() - cpu0
+			lastFull = now
+			fullEvery = nextFull(cost, opt.Interval, opt.CPUBudget)
+			st.FullInterval = fullEvery
+			if r.triggered {
+				lastTrig = now
+			}
+			if opt.Procs == ProcsAuto {
+				procs = r.open != nil || worst(s.Report) >= r.opt.Triggers.Severity || (!lastTrig.IsZero() && now.Sub(lastTrig) < hold)
+			}
+			base = p
+			if opt.OnSample != nil {
+				opt.OnSample(s)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return st, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// nextFull is the time to the next full sample: the interval, or longer
+// when the last one cost more than the budget allows, rounded up to whole
+// intervals so samples stay on the tick.
+func nextFull(cost, interval time.Duration, budget float64) time.Duration {
+	if budget <= 0 {
+		return interval
+	}
+	need := time.Duration(float64(cost) / budget)
+	if need <= interval {
+		return interval
+	}
+	n := (need + interval - 1) / interval
+	return min(n*interval, max(interval, maxStretch))
+}
+
+func worst(r *doctor.Report) doctor.Severity {
+	w := doctor.Severity(-1)
+	if r == nil {
+		return w
+	}
+	for _, f := range r.Findings {
+		w = max(w, f.Severity)
+	}
+	return w
+}
+
+// cpuTime is the user plus system time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// probe is what the kernel counts without a dump: TIME_WAIT, sockets in
+// the hash, orphans (sockstat) and ESTABLISHED + CLOSE_WAIT (Tcp CurrEstab).
+type probe struct {
+	kernel.Sockstat
+	CurrEstab int
+}
+
+func readProbe(ns string) (probe, error) {
+	var p probe
+	err := netns.Run(ns, func() error {
+		var err error
+		if p.Sockstat, err = kernel.ReadSockstat(); err != nil {
+			return err
+		}
+		c, err := kernel.ReadCounters()
+		if err != nil {
+			return err
+		}
+		p.CurrEstab = int(c["Tcp.CurrEstab"])
+		return nil
+	})
+	if err != nil {
+		return p, fmt.Errorf("probe socket totals: %w", err)
+	}
+	return p, nil
+}
+
+// probeJump applies the jump trigger's thresholds to the probe's totals
+// (rises, and falls of CurrEstab).
+func (t *Triggers) probeJump(a, b probe) bool {
+	if t.JumpAbs <= 0 {
+		return false
+	}
+	jump := func(x, y int, falls bool) bool {
+		d := y - x
+		if falls && d < 0 {
+			d = -d
+		}
+		return d >= t.JumpAbs && float64(d) >= t.JumpRel*float64(x)
+	}
+	return jump(a.TW, b.TW, false) || jump(a.InUse, b.InUse, false) || jump(a.Orphan, b.Orphan, false) || jump(a.CurrEstab, b.CurrEstab, true)
+}
