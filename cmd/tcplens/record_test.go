@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -379,10 +380,15 @@ func testHistory(t *testing.T, db string) {
 	if code != 0 {
 		t.Fatalf("history: exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"STATES", "CLOSE_WAIT", "close-wait-leak", "CAPTURES", "CLOSE_WAIT 0 -> 300"} {
+	for _, want := range []string{"STATES", "CLOSE_WAIT", "close-wait-leak", "CAPTURES"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("history lacks %q:\n%s", want, out)
 		}
+	}
+	// The jump trigger's reason; a sample may land mid-spike, so the jump can
+	// show up in steps (0 -> 106, 106 -> 300).
+	if !regexp.MustCompile(`CLOSE_WAIT \d+ -> 300`).MatchString(out) {
+		t.Errorf("history lacks the CLOSE_WAIT jump to 300:\n%s", out)
 	}
 	out, _, code = tcplens(t, "history", "--db", db, "--since", "10m", "--until", "now", "--json")
 	var v historyView
