@@ -291,6 +291,9 @@ func closeWaitFixes(p *cwProc, proc *procs.Process) []string {
 		"Restarting the process frees the sockets, but they come back until the missing close() is fixed.")
 }
 
+// tcpClose is TCP_CLOSE in tcpi_state.
+const tcpClose = 7
+
 // unlistedSocket is a TCP socket fd that no dump lists.
 type unlistedSocket struct {
 	ref   analyze.ProcRef
@@ -302,9 +305,11 @@ type unlistedSocket struct {
 // held in both snapshots while neither dump listed them: the connection was
 // reset or timed out and the program kept the fd. Needing both snapshots
 // skips sockets between socket() and connect()/listen(), which no dump
-// lists either. Limits: a socket that is only bound (bind() without
-// listen/connect) is not dumped here either and is counted; a process of
-// this namespace holding sockets of another namespace would be too.
+// lists either. Each candidate is then checked through a duplicate of its
+// fd (procs.InspectTCP): it must live in the inspected namespace (a thread
+// may have created it in another one) and be CLOSE after having sent
+// segments (a socket only bound has sent none). Without the rights to
+// duplicate the fd, the protocol check alone decides.
 func unlistedTCP(in *Input) ([]unlistedSocket, error) {
 	if in.Prev == nil || in.Prev.Procs == nil || in.Now.Procs == nil {
 		return nil, nil
@@ -353,10 +358,23 @@ func unlistedTCP(in *Input) ([]unlistedSocket, error) {
 		if err != nil && len(protos) == 0 {
 			continue // exited meanwhile
 		}
+		var tcp []uint32
 		for _, ino := range cand {
 			if pr, ok := protos[ino]; ok && procs.IsTCPProto(pr) {
-				out = append(out, unlistedSocket{ref: analyze.ProcRef{PID: pid, Comm: now.Comm}, inode: ino, proto: pr})
+				tcp = append(tcp, ino)
 			}
+		}
+		if len(tcp) == 0 {
+			continue
+		}
+		fds, _ := procs.SocketFDs(procRoot, pid, tcp)
+		for _, ino := range tcp {
+			if fd, ok := fds[ino]; ok {
+				if sk, err := procs.InspectTCP(pid, fd); err == nil && (sk.Netns != target || sk.State != tcpClose || sk.SegsOut == 0) {
+					continue // another namespace's socket, or never connected
+				}
+			}
+			out = append(out, unlistedSocket{ref: analyze.ProcRef{PID: pid, Comm: now.Comm}, inode: ino, proto: protos[ino]})
 		}
 	}
 	return out, nil

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcplens/tcplens/internal/sockdiag"
 	"github.com/tcplens/tcplens/lab/harness"
 )
@@ -140,5 +142,87 @@ func TestCloseWaitLeakThresholds(t *testing.T) {
 	}
 	if f := (closeWaitLeak{}).Check(fakeInput(busy, fresh)); len(f) != 0 {
 		t.Fatalf("busy and fresh CLOSE_WAIT: %+v, want none", f)
+	}
+}
+
+// holdInNamespace starts `sleep` inside ns holding f (as fd 3) and waits
+// until it runs sleep; it returns the child's pid.
+func holdInNamespace(t *testing.T, ns *harness.Namespace, f *os.File) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, "sleep", "20")
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	f.Close()
+	pid := cmd.Process.Pid
+	waitFor(t, 5*time.Second, "the child to become sleep", func() bool {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		return strings.TrimSpace(string(comm)) == "sleep"
+	})
+	return pid
+}
+
+// TestCloseWaitLeakResetFDNoFalsePositives holds two TCP sockets that no
+// dump of the namespace lists and that are not leaks of it: one only bound,
+// and one reset connection that lives in another namespace.
+func TestCloseWaitLeakResetFDNoFalsePositives(t *testing.T) {
+	t.Parallel()
+	ns := harness.NewT(t)
+	other := harness.NewT(t)
+
+	var bound int
+	if err := ns.Run(func() (err error) {
+		if bound, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0); err != nil {
+			return err
+		}
+		return unix.Bind(bound, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	boundPid := holdInNamespace(t, ns, os.NewFile(uintptr(bound), "bound"))
+
+	l, err := other.Listen("tcp", "127.0.0.1:7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := other.Dial(context.Background(), nil, "tcp", "127.0.0.1:7002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.(*net.TCPConn).SetLinger(0)
+	s.Close() // an RST: the client socket is reset, and unlisted everywhere
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	foreignPid := holdInNamespace(t, ns, f)
+	waitFor(t, 5*time.Second, "the reset to leave no connection in the other namespace", func() bool {
+		for _, sk := range take(t, other, false).Sockets {
+			if sk.State != sockdiag.Listen {
+				return false
+			}
+		}
+		return true
+	})
+
+	r := diagnose(t, ns, 300*time.Millisecond, time.Minute, "close-wait-leak")
+	for _, f := range findings(r, "close-wait-leak") {
+		for _, sub := range f.Subjects {
+			for _, pid := range []int{boundPid, foreignPid} {
+				if sub.Name == "sleep/"+strconv.Itoa(pid) {
+					t.Errorf("false positive for %s: %s (%v)", sub.Name, f.Title, f.Evidence)
+				}
+			}
+		}
 	}
 }
