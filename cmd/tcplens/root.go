@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -63,7 +65,10 @@ func checkNetns(ns string) error {
 		return nil
 	}
 	if _, err := os.Stat(path); err != nil {
-		return usageError(fmt.Errorf("--netns %s: no such network namespace (%s)", ns, path))
+		if errors.Is(err, fs.ErrNotExist) {
+			return usageError(fmt.Errorf("--netns %s: no such network namespace (%s)", ns, path))
+		}
+		return usageError(fmt.Errorf("--netns %s: %w", ns, err))
 	}
 	return nil
 }

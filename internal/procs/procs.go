@@ -131,7 +131,13 @@ func readFDs(fdDir string) (int, []uint32, error) {
 	for _, name := range names {
 		target, err := os.Readlink(fdDir + "/" + name)
 		if err != nil {
-			continue
+			// Listing the directory may be allowed (CAP_DAC_READ_SEARCH)
+			// while reading the links is not (no CAP_SYS_PTRACE): the
+			// process is then not visible, and must be counted as such.
+			if errors.Is(err, fs.ErrPermission) {
+				return 0, nil, fmt.Errorf("read %s: %w", fdDir, err)
+			}
+			continue // closed meanwhile
 		}
 		if ino, ok := parseSocketLink(target); ok {
 			inodes = append(inodes, ino)
