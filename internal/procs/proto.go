@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -24,40 +23,19 @@ func SocketProtos(root string, pid int, want []uint32) (map[uint32]string, error
 	if len(want) == 0 {
 		return nil, nil
 	}
-	wanted := make(map[uint32]bool, len(want))
-	for _, ino := range want {
-		wanted[ino] = true
-	}
-	fdDir := filepath.Join(root, strconv.Itoa(pid), "fd")
-	d, err := os.Open(fdDir)
+	fds, err := SocketFDs(root, pid, want)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", fdDir, err)
+		return nil, err
 	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", fdDir, err)
-	}
-	out := make(map[uint32]string)
+	out := make(map[uint32]string, len(fds))
 	buf := make([]byte, 64)
-	for _, name := range names {
-		link := fdDir + "/" + name
-		target, err := os.Readlink(link)
-		if err != nil {
-			continue // closed meanwhile
-		}
-		ino, ok := parseSocketLink(target)
-		if !ok || !wanted[ino] {
-			continue
-		}
-		if _, done := out[ino]; done {
-			continue
-		}
+	for ino, fd := range fds {
+		link := filepath.Join(root, strconv.Itoa(pid), "fd", strconv.Itoa(fd))
 		// getxattr follows the magic link to the socket inode in sockfs.
 		n, err := unix.Getxattr(link, "system.sockprotoname", buf)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) {
-				continue
+				continue // closed meanwhile
 			}
 			return out, fmt.Errorf("protocol of %s: %w", link, err)
 		}
