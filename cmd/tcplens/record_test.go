@@ -361,8 +361,11 @@ func TestRecordCPUBudget(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Loop.Probes < 15 || res.Stats.Samples != 2 || res.Loop.ProbeForced != 1 {
-		t.Fatalf("%d probes, %d full samples, %d forced: want >= 15, 2 and 1", res.Loop.Probes, res.Stats.Samples, res.Loop.ProbeForced)
+	// The budget allows only the first full sample; every later one must be
+	// forced by the probe. The 200 dials take a while, so the probe may see
+	// the jump in one step or in two.
+	if res.Loop.Probes < 15 || res.Loop.ProbeForced < 1 || res.Loop.ProbeForced > 3 || res.Stats.Samples != 1+res.Loop.ProbeForced {
+		t.Fatalf("%d probes, %d full samples, %d forced: want >= 15 probes, 1-3 forced and one unforced sample", res.Loop.Probes, res.Stats.Samples, res.Loop.ProbeForced)
 	}
 	rd, err := record.OpenReader(context.Background(), db)
 	if err != nil {
@@ -370,8 +373,8 @@ func TestRecordCPUBudget(t *testing.T) {
 	}
 	defer rd.Close()
 	s, err := rd.Samples(context.Background(), record.Window{})
-	if err != nil || len(s) != 2 || s[1].States[sockdiag.Established] < 300 {
-		t.Fatalf("samples %+v, %v: want the forced one to hold the new connections", s, err)
+	if err != nil || len(s) != 1+res.Loop.ProbeForced || s[len(s)-1].States[sockdiag.Established] < 300 {
+		t.Fatalf("samples %+v, %v: want the last forced one to hold the new connections", s, err)
 	}
 }
 
