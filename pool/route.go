@@ -278,6 +278,13 @@ func (r *route) dialDone(nc net.Conn, err error) {
 	}
 	r.fails = 0
 	r.down = false // a dial begun before the route went down reopens it
+	r.adoptLocked(nc, now)
+}
+
+// adoptLocked takes a freshly dialled connection into the route (or closes
+// it if the pool closed meanwhile) and unlocks r.mu.
+func (r *route) adoptLocked(nc net.Conn, now int64) {
+	p := r.p
 	if p.closed.Load() {
 		r.mu.Unlock()
 		nc.Close()
@@ -376,16 +383,7 @@ func (r *route) reopen(nc net.Conn) {
 	r.mu.Lock()
 	r.c.Dials++
 	r.down, r.fails, r.probing = false, 0, false
-	if p.closed.Load() {
-		r.mu.Unlock()
-		nc.Close()
-		p.freeSlot()
-		return
-	}
-	r.open++
-	r.placeLocked(p.newPconn(r, nc, now), now)
-	r.fillLocked()
-	r.mu.Unlock()
+	r.adoptLocked(nc, now)
 }
 
 // release takes back a healthy connection: to the head waiter, else idle.

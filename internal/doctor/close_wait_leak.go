@@ -158,13 +158,7 @@ func (r closeWaitLeak) finding(in *Input, p *cwProc, groups int, nsErr error) Fi
 		sev = Critical
 	}
 	name := procName(p.ref)
-	remotes := make([]*cwRemote, 0, len(p.remotes))
-	for _, g := range p.remotes {
-		remotes = append(remotes, g)
-	}
-	slices.SortFunc(remotes, func(a, b *cwRemote) int {
-		return cmp.Or(cmp.Compare(b.count, a.count), comparePeers(a.peer, b.peer))
-	})
+	remotes := byCount(p.remotes, func(g *cwRemote) int { return g.count })
 	var remoteNums []map[string]any
 	var remoteText []string
 	for _, g := range remotes[:min(len(remotes), maxRemotes)] {

@@ -39,14 +39,10 @@ func subjectNames(f Finding) []string {
 	return n
 }
 
-// server accepts connections in ns and, when closeOnEOF, closes each one as
-// soon as the client does. It stops with the test.
-func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) net.Listener {
+// acceptLoop accepts on l until the test ends and hands each connection to
+// handle; at the end it closes l and every connection it accepted.
+func acceptLoop(t *testing.T, l net.Listener, handle func(net.Conn)) {
 	t.Helper()
-	l, err := ns.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var held []net.Conn
 	done := make(chan struct{})
 	go func() {
@@ -56,11 +52,8 @@ func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) n
 			if err != nil {
 				return
 			}
-			if !closeOnEOF {
-				held = append(held, c)
-				continue
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
+			held = append(held, c)
+			handle(c)
 		}
 	}()
 	t.Cleanup(func() {
@@ -68,6 +61,21 @@ func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) n
 		<-done
 		for _, c := range held {
 			c.Close()
+		}
+	})
+}
+
+// server accepts connections in ns and, when closeOnEOF, closes each one as
+// soon as the client does; otherwise it holds them. It stops with the test.
+func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) net.Listener {
+	t.Helper()
+	l, err := ns.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptLoop(t, l, func(c net.Conn) {
+		if closeOnEOF {
+			go func() { io.Copy(io.Discard, c); c.Close() }()
 		}
 	})
 	return l

@@ -133,13 +133,7 @@ func keepaliveOf(sk *sockdiag.Socket, limit time.Duration) (period time.Duration
 func (r idleNoKeepalive) finding(in *Input, p *idleProc, limit time.Duration, groups int) Finding {
 	sys := &in.Now.Sysctls
 	name := procName(p.ref)
-	remotes := make([]*idleRemote, 0, len(p.remotes))
-	for _, g := range p.remotes {
-		remotes = append(remotes, g)
-	}
-	slices.SortFunc(remotes, func(a, b *idleRemote) int {
-		return cmp.Or(cmp.Compare(b.count, a.count), comparePeers(a.peer, b.peer))
-	})
+	remotes := byCount(p.remotes, func(g *idleRemote) int { return g.count })
 	var nums []map[string]any
 	var text []string
 	for _, g := range remotes[:min(len(remotes), maxRemotes)] {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -133,4 +134,21 @@ func plural(n int, one, many string) string {
 		return "1 " + one
 	}
 	return strconv.Itoa(n) + " " + many
+}
+
+// byCount returns the groups of m with the largest count first; ties go in
+// peer order, so findings are stable from run to run.
+func byCount[T any](m map[peer]*T, count func(*T) int) []*T {
+	keys := make([]peer, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b peer) int {
+		return cmp.Or(cmp.Compare(count(m[b]), count(m[a])), comparePeers(a, b))
+	})
+	out := make([]*T, len(keys))
+	for i, k := range keys {
+		out[i] = m[k]
+	}
+	return out
 }

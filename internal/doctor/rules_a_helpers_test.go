@@ -63,18 +63,7 @@ func serverClosesFirst(t *testing.T, ns *harness.Namespace, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { l.Close(); <-done })
+	acceptLoop(t, l, func(c net.Conn) { c.Close() })
 }
 
 // churnPeerCloses dials addr n times and closes each connection only after

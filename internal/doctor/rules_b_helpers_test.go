@@ -59,27 +59,10 @@ func holdListener(t *testing.T, ns *harness.Namespace, lc *net.ListenConfig, add
 		t.Fatalf("listen %s: %v", addr, err)
 	}
 	ch := make(chan net.Conn, 256)
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-			select {
-			case ch <- c:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range held {
-			c.Close()
+	acceptLoop(t, l, func(c net.Conn) {
+		select {
+		case ch <- c:
+		default:
 		}
 	})
 	return ch

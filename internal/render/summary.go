@@ -30,20 +30,23 @@ func States(c analyze.StateCounts) string {
 	return strings.Join(parts, ", ")
 }
 
-func procList(ps []analyze.ProcRef) string {
+// ProcList formats owners as "nginx/12,nginx/13,+4", at most max names.
+func ProcList(ps []analyze.ProcRef, max int) string {
 	if len(ps) == 0 {
 		return "-"
 	}
-	parts := make([]string, 0, len(ps))
+	parts := make([]string, 0, min(len(ps), max+1))
 	for i, p := range ps {
-		if i == 3 {
-			parts = append(parts, fmt.Sprintf("+%d", len(ps)-3))
+		if i == max {
+			parts = append(parts, fmt.Sprintf("+%d", len(ps)-max))
 			break
 		}
 		parts = append(parts, p.Comm+"/"+strconv.Itoa(p.PID))
 	}
 	return strings.Join(parts, ",")
 }
+
+func procList(ps []analyze.ProcRef) string { return ProcList(ps, 3) }
 
 // Summary writes the human form of a summary.
 func Summary(w io.Writer, s *analyze.Summary) error {
@@ -61,57 +64,43 @@ func Summary(w io.Writer, s *analyze.Summary) error {
 	}
 	tw.Flush()
 
-	fmt.Fprintf(ew, "\nEphemeral port budget (usable range %d ports per source IP, destination IP and port)\n", s.EphemeralRange)
-	if len(s.PortBudget) == 0 {
-		fmt.Fprintln(ew, "  no outbound connections from ephemeral ports")
-	} else {
-		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  SOURCE\tDESTINATION\tIN USE\tUSED\tTIME_WAIT\tPROCESS")
-		for _, b := range s.PortBudget {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%d\t%s\n", b.Src, joinHostPort(b.Dst.String(), b.DstPort), b.InUse, Percent(b.Used), b.TimeWait(), procList(b.Processes))
-		}
-		tw.Flush()
-	}
-
-	fmt.Fprintln(ew, "\nTop destinations")
-	if len(s.Destinations) == 0 {
-		fmt.Fprintln(ew, "  none")
-	} else {
-		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  REMOTE\tSOCKETS\tSTATES\tPROCESS")
-		for _, d := range s.Destinations {
-			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", d.Remote, d.Total, States(d.States), procList(d.Processes))
-		}
-		tw.Flush()
-	}
-
-	fmt.Fprintln(ew, "\nListeners")
-	if len(s.Listeners) == 0 {
-		fmt.Fprintln(ew, "  none")
-	} else {
-		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  LOCAL\tACCEPT Q\tBACKLOG\tCONNS\tPROCESS")
-		for _, l := range s.Listeners {
-			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%s\n", l.Local, l.AcceptQueue, l.Backlog, l.Connections, procList(l.Processes))
-		}
-		tw.Flush()
-	}
-
-	fmt.Fprintln(ew, "\nProcesses by socket count")
-	if len(s.Processes) == 0 {
-		fmt.Fprintln(ew, "  no socket owners found")
-	} else {
-		tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  PID\tCOMMAND\tSOCKETS\tFDS/LIMIT\tSTATES")
-		for _, p := range s.Processes {
-			fmt.Fprintf(tw, "  %d\t%s\t%d\t%s\t%s\n", p.PID, p.Comm, p.Sockets, fdUse(p.FDs, p.FDLimit), States(p.States))
-		}
-		tw.Flush()
-	}
+	section(ew, fmt.Sprintf("Ephemeral port budget (usable range %d ports per source IP, destination IP and port)", s.EphemeralRange),
+		"no outbound connections from ephemeral ports", "SOURCE\tDESTINATION\tIN USE\tUSED\tTIME_WAIT\tPROCESS", s.PortBudget,
+		func(b analyze.PortBudget) string {
+			return fmt.Sprintf("%s\t%s\t%d\t%s\t%d\t%s", b.Src, joinHostPort(b.Dst.String(), b.DstPort), b.InUse, Percent(b.Used), b.TimeWait(), procList(b.Processes))
+		})
+	section(ew, "Top destinations", "none", "REMOTE\tSOCKETS\tSTATES\tPROCESS", s.Destinations,
+		func(d analyze.Destination) string {
+			return fmt.Sprintf("%s\t%d\t%s\t%s", d.Remote, d.Total, States(d.States), procList(d.Processes))
+		})
+	section(ew, "Listeners", "none", "LOCAL\tACCEPT Q\tBACKLOG\tCONNS\tPROCESS", s.Listeners,
+		func(l analyze.Listener) string {
+			return fmt.Sprintf("%s\t%d\t%d\t%d\t%s", l.Local, l.AcceptQueue, l.Backlog, l.Connections, procList(l.Processes))
+		})
+	section(ew, "Processes by socket count", "no socket owners found", "PID\tCOMMAND\tSOCKETS\tFDS/LIMIT\tSTATES", s.Processes,
+		func(p analyze.Process) string {
+			return fmt.Sprintf("%d\t%s\t%d\t%s\t%s", p.PID, p.Comm, p.Sockets, fdUse(p.FDs, p.FDLimit), States(p.States))
+		})
 	for _, n := range s.Notes {
 		fmt.Fprintf(ew, "\nnote: %s\n", n)
 	}
 	return ew.err
+}
+
+// section writes a titled, aligned table of items, or the empty text when
+// there are none.
+func section[T any](w io.Writer, title, empty, header string, items []T, row func(T) string) {
+	fmt.Fprintf(w, "\n%s\n", title)
+	if len(items) == 0 {
+		fmt.Fprintf(w, "  %s\n", empty)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  %s\n", header)
+	for _, it := range items {
+		fmt.Fprintf(tw, "  %s\n", row(it))
+	}
+	tw.Flush()
 }
 
 func fdUse(fds int, limit uint64) string {

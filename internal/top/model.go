@@ -223,109 +223,92 @@ func (m *Model) sortKey(p panel) int {
 	return m.sort[p] % len(m.sortNames(p))
 }
 
+// Sort orders of each panel, in the order of sortNames (and twSortNames).
+var (
+	portOrders = []func(a, b PortRow) int{
+		func(a, b PortRow) int { return cmp.Compare(b.InUse, a.InUse) },
+		func(a, b PortRow) int { return cmp.Compare(b.TimeWait, a.TimeWait) },
+		func(a, b PortRow) int { return cmp.Compare(b.Estab, a.Estab) },
+		func(a, b PortRow) int {
+			return cmp.Or(a.Dst.Compare(b.Dst), cmp.Compare(a.DstPort, b.DstPort), a.Src.Compare(b.Src))
+		},
+	}
+	churnOrders = []func(a, b ChurnRow) int{
+		func(a, b ChurnRow) int { return cmp.Compare(b.ClosedPerSec, a.ClosedPerSec) },
+		func(a, b ChurnRow) int { return cmp.Compare(b.LifetimeP99, a.LifetimeP99) },
+		func(a, b ChurnRow) int { return cmp.Compare(b.RetransClose, a.RetransClose) },
+		func(a, b ChurnRow) int { return strings.Compare(a.Dest, b.Dest) },
+	}
+	twOrders = []func(a, b TWRateRow) int{
+		func(a, b TWRateRow) int { return cmp.Compare(b.Count, a.Count) },
+		func(a, b TWRateRow) int { return strings.Compare(a.Name(), b.Name()) },
+	}
+	closeWaitOrders = []func(a, b CloseWaitRow) int{
+		func(a, b CloseWaitRow) int { return cmp.Compare(b.Count, a.Count) },
+		func(a, b CloseWaitRow) int { return cmp.Compare(b.Oldest, a.Oldest) },
+		func(a, b CloseWaitRow) int { return cmp.Or(strings.Compare(a.Comm, b.Comm), cmp.Compare(a.PID, b.PID)) },
+	}
+	retransOrders = []func(a, b RetransRow) int{
+		func(a, b RetransRow) int { return cmp.Compare(b.Backoff, a.Backoff) },
+		func(a, b RetransRow) int { return cmp.Compare(b.RTO, a.RTO) },
+		func(a, b RetransRow) int { return cmp.Compare(b.Retrans, a.Retrans) },
+		func(a, b RetransRow) int { return a.Remote.Compare(b.Remote) },
+	}
+	findingOrders = []func(a, b FindingRow) int{
+		func(a, b FindingRow) int { return cmp.Compare(b.Severity, a.Severity) },
+		func(a, b FindingRow) int { return strings.Compare(a.ID, b.ID) },
+	}
+)
+
+// pick keeps the rows whose subject passes flt, sorted stably by order.
+func pick[T any](rows []T, flt *Filter, subj func(*T) subject, order func(a, b T) int) []T {
+	var out []T
+	for i := range rows {
+		if s := subj(&rows[i]); flt.match(&s) {
+			out = append(out, rows[i])
+		}
+	}
+	slices.SortStableFunc(out, order)
+	return out
+}
+
 // refresh filters and sorts the frame's rows: O(MaxRows log MaxRows).
 func (m *Model) refresh() {
 	f := m.frame
 	if f == nil {
 		return
 	}
-	flt := m.filter
-
-	m.ports = nil
-	for _, r := range f.Ports {
-		if flt.match(&subject{addrs: []netip.Addr{r.Src, r.Dst}, procs: r.Procs, text: []string{portDest(&r), r.Src.String()}}) {
-			m.ports = append(m.ports, r)
-		}
-	}
-	switch m.sortKey(panelPorts) {
-	case 0:
-		slices.SortStableFunc(m.ports, func(a, b PortRow) int { return cmp.Compare(b.InUse, a.InUse) })
-	case 1:
-		slices.SortStableFunc(m.ports, func(a, b PortRow) int { return cmp.Compare(b.TimeWait, a.TimeWait) })
-	case 2:
-		slices.SortStableFunc(m.ports, func(a, b PortRow) int { return cmp.Compare(b.Estab, a.Estab) })
-	case 3:
-		slices.SortStableFunc(m.ports, func(a, b PortRow) int {
-			return cmp.Or(a.Dst.Compare(b.Dst), cmp.Compare(a.DstPort, b.DstPort), a.Src.Compare(b.Src))
-		})
-	}
-
-	m.churn = nil
-	for _, r := range f.Churn {
+	flt := &m.filter
+	m.ports = pick(f.Ports, flt, func(r *PortRow) subject {
+		return subject{addrs: []netip.Addr{r.Src, r.Dst}, procs: r.Procs, text: []string{portDest(r), r.Src.String()}}
+	}, portOrders[m.sortKey(panelPorts)])
+	churnKey := m.sortKey(panelChurn)
+	m.churn = pick(f.Churn, flt, func(r *ChurnRow) subject {
 		sub := subject{procs: r.Procs, text: []string{r.Dest}}
 		if ap, err := netip.ParseAddrPort(r.Dest); err == nil {
 			sub.addrs = []netip.Addr{ap.Addr()}
 		}
-		if flt.match(&sub) {
-			m.churn = append(m.churn, r)
-		}
+		return sub
+	}, churnOrders[churnKey%len(churnOrders)])
+	twKey := 0 // the estimate sorts by its own names only while it is shown
+	if !f.ChurnAvailable {
+		twKey = churnKey
 	}
-	switch m.sortKey(panelChurn) {
-	case 0:
-		slices.SortStableFunc(m.churn, func(a, b ChurnRow) int { return cmp.Compare(b.ClosedPerSec, a.ClosedPerSec) })
-	case 1:
-		slices.SortStableFunc(m.churn, func(a, b ChurnRow) int { return cmp.Compare(b.LifetimeP99, a.LifetimeP99) })
-	case 2:
-		slices.SortStableFunc(m.churn, func(a, b ChurnRow) int { return cmp.Compare(b.RetransClose, a.RetransClose) })
-	case 3:
-		slices.SortStableFunc(m.churn, func(a, b ChurnRow) int { return strings.Compare(a.Dest, b.Dest) })
-	}
-
-	m.tw = nil
-	for _, r := range f.TWRates {
+	m.tw = pick(f.TWRates, flt, func(r *TWRateRow) subject {
 		sub := subject{text: []string{r.Name(), r.Side.String()}}
-		if r.Side == snapshot.Server {
-			sub.addrs = nil
-		} else {
+		if r.Side != snapshot.Server {
 			sub.addrs = []netip.Addr{r.Local, r.Remote.Addr()}
 			sub.text = append(sub.text, r.Local.String())
 		}
-		if flt.match(&sub) {
-			m.tw = append(m.tw, r)
-		}
-	}
-	if !f.ChurnAvailable && m.sortKey(panelChurn) == 1 {
-		slices.SortStableFunc(m.tw, func(a, b TWRateRow) int { return strings.Compare(a.Name(), b.Name()) })
-	} else {
-		slices.SortStableFunc(m.tw, func(a, b TWRateRow) int { return cmp.Compare(b.Count, a.Count) })
-	}
-
-	m.cw = nil
-	for _, r := range f.CloseWait {
-		sub := subject{addrs: addrsOf(r.Peers), procs: procsOf(r), text: peerText(r.Peers)}
-		if flt.match(&sub) {
-			m.cw = append(m.cw, r)
-		}
-	}
-	switch m.sortKey(panelCloseWait) {
-	case 0:
-		slices.SortStableFunc(m.cw, func(a, b CloseWaitRow) int { return cmp.Compare(b.Count, a.Count) })
-	case 1:
-		slices.SortStableFunc(m.cw, func(a, b CloseWaitRow) int { return cmp.Compare(b.Oldest, a.Oldest) })
-	case 2:
-		slices.SortStableFunc(m.cw, func(a, b CloseWaitRow) int { return cmp.Or(strings.Compare(a.Comm, b.Comm), cmp.Compare(a.PID, b.PID)) })
-	}
-
-	m.rt = nil
-	for _, r := range f.Retrans {
-		sub := subject{addrs: []netip.Addr{r.Local.Addr(), r.Remote.Addr()}, procs: r.Procs, text: []string{r.Local.String(), r.Remote.String(), r.State.String()}}
-		if flt.match(&sub) {
-			m.rt = append(m.rt, r)
-		}
-	}
-	switch m.sortKey(panelRetrans) {
-	case 0:
-		slices.SortStableFunc(m.rt, func(a, b RetransRow) int { return cmp.Compare(b.Backoff, a.Backoff) })
-	case 1:
-		slices.SortStableFunc(m.rt, func(a, b RetransRow) int { return cmp.Compare(b.RTO, a.RTO) })
-	case 2:
-		slices.SortStableFunc(m.rt, func(a, b RetransRow) int { return cmp.Compare(b.Retrans, a.Retrans) })
-	case 3:
-		slices.SortStableFunc(m.rt, func(a, b RetransRow) int { return a.Remote.Compare(b.Remote) })
-	}
-
-	m.finds = nil
-	for _, r := range f.Findings {
+		return sub
+	}, twOrders[twKey%len(twOrders)])
+	m.cw = pick(f.CloseWait, flt, func(r *CloseWaitRow) subject {
+		return subject{addrs: addrsOf(r.Peers), procs: procsOf(*r), text: peerText(r.Peers)}
+	}, closeWaitOrders[m.sortKey(panelCloseWait)])
+	m.rt = pick(f.Retrans, flt, func(r *RetransRow) subject {
+		return subject{addrs: []netip.Addr{r.Local.Addr(), r.Remote.Addr()}, procs: r.Procs, text: []string{r.Local.String(), r.Remote.String(), r.State.String()}}
+	}, retransOrders[m.sortKey(panelRetrans)])
+	m.finds = pick(f.Findings, flt, func(r *FindingRow) subject {
 		sub := subject{text: append([]string{r.ID, r.Title, r.Severity.String()}, r.Subjects...)}
 		for _, s := range r.Subjects {
 			if ap, err := netip.ParseAddrPort(s); err == nil {
@@ -334,16 +317,8 @@ func (m *Model) refresh() {
 				sub.addrs = append(sub.addrs, a)
 			}
 		}
-		if flt.match(&sub) {
-			m.finds = append(m.finds, r)
-		}
-	}
-	switch m.sortKey(panelFindings) {
-	case 0:
-		slices.SortStableFunc(m.finds, func(a, b FindingRow) int { return cmp.Compare(b.Severity, a.Severity) })
-	case 1:
-		slices.SortStableFunc(m.finds, func(a, b FindingRow) int { return strings.Compare(a.ID, b.ID) })
-	}
+		return sub
+	}, findingOrders[m.sortKey(panelFindings)])
 }
 
 func addrsOf(aps []netip.AddrPort) []netip.Addr {

@@ -392,3 +392,16 @@ func FuzzParseFilter(f *testing.F) {
 		}
 	})
 }
+
+// TestSortOrdersMatchNames keeps each panel's sort functions and the names
+// the footer shows for them in step.
+func TestSortOrdersMatchNames(t *testing.T) {
+	for p, n := range map[panel]int{panelPorts: len(portOrders), panelChurn: len(churnOrders), panelCloseWait: len(closeWaitOrders), panelRetrans: len(retransOrders), panelFindings: len(findingOrders)} {
+		if len(sortNames[p]) != n {
+			t.Errorf("panel %d: %d sort names, %d orders", p, len(sortNames[p]), n)
+		}
+	}
+	if len(twSortNames) != len(twOrders) {
+		t.Errorf("estimate: %d sort names, %d orders", len(twSortNames), len(twOrders))
+	}
+}

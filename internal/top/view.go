@@ -373,20 +373,8 @@ func padLeft(s string, w int) string {
 	return strings.Repeat(" ", w-n) + s
 }
 
-func procNames(ps []analyze.ProcRef) string {
-	if len(ps) == 0 {
-		return "-"
-	}
-	parts := make([]string, 0, min(len(ps), 3))
-	for i, p := range ps {
-		if i == 2 {
-			parts = append(parts, fmt.Sprintf("+%d", len(ps)-2))
-			break
-		}
-		parts = append(parts, p.Comm+"/"+strconv.Itoa(p.PID))
-	}
-	return strings.Join(parts, ",")
-}
+// procNames keeps top's narrow columns to two names.
+func procNames(ps []analyze.ProcRef) string { return render.ProcList(ps, 2) }
 
 // count formats an integer with thousands separators: 1,000,000.
 func count(n int) string {
