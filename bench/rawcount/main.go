@@ -17,9 +17,14 @@
 // with many sockets that walk alone costs about half a plain dump again.
 // -states all (0xffffffff) shows that cost.
 //
+// -one-walk sends the older TCPDIAG_GETSOCK request instead, which the
+// kernel serves with family AF_UNSPEC: one walk of the established hash for
+// both families, where two inet_diag_req_v2 requests walk it twice. That is
+// the request tcplens uses.
+//
 // Usage:
 //
-//	rawcount [-netns NAME] [-states all|HEX]
+//	rawcount [-netns NAME] [-states all|HEX] [-one-walk]
 //
 // It prints one JSON object: the total, the counts per state, the number of
 // recv calls and bytes read, and the time spent in the dump itself.
@@ -44,6 +49,8 @@ import (
 // Netlink and inet_diag constants, from the UAPI headers.
 const (
 	sockDiagByFamily = 20 // SOCK_DIAG_BY_FAMILY
+	tcpDiagGetSock   = 18 // TCPDIAG_GETSOCK: family AF_UNSPEC, one walk
+	reqV1Len         = 60 // sizeof(struct inet_diag_req)
 	nlmsgHdrLen      = 16 // sizeof(struct nlmsghdr)
 	reqV2Len         = 56 // sizeof(struct inet_diag_req_v2)
 	diagMsgLen       = 72 // sizeof(struct inet_diag_msg)
@@ -73,6 +80,7 @@ func main() {
 	fs := flag.NewFlagSet("rawcount", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	ns := fs.String("netns", "", "network namespace name or path (default: the caller's)")
+	oneWalk := fs.Bool("one-walk", false, "one TCPDIAG_GETSOCK request for both families (as tcplens does) instead of one inet_diag_req_v2 per family (as ss does)")
 	mask := uint32(defaultStates)
 	fs.Func("states", "inet_diag state mask: hex such as 0x1ffe (default), or all (0xffffffff)", func(v string) error {
 		if v == "all" {
@@ -87,7 +95,7 @@ func main() {
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: rawcount [-netns NAME] [-states all|HEX]\n")
+		fmt.Fprintf(fs.Output(), "usage: rawcount [-netns NAME] [-states all|HEX] [-one-walk]\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -109,7 +117,7 @@ func main() {
 	start := time.Now()
 	err := netns.Run(*ns, func() error {
 		var err error
-		res.Recvs, res.Bytes, err = dump(mask, &counts)
+		res.Recvs, res.Bytes, err = dump(mask, *oneWalk, &counts)
 		return err
 	})
 	res.DumpMilli = float64(time.Since(start).Microseconds()) / 1000
@@ -141,7 +149,7 @@ func main() {
 
 // dump counts every TCP socket in the states of mask in the calling thread's
 // network namespace, for AF_INET and AF_INET6, into counts indexed by state.
-func dump(mask uint32, counts *[256]uint64) (recvs int, bytes int64, err error) {
+func dump(mask uint32, compat bool, counts *[256]uint64) (recvs int, bytes int64, err error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return 0, 0, fmt.Errorf("open sock_diag socket: %w", err)
@@ -155,7 +163,11 @@ func dump(mask uint32, counts *[256]uint64) (recvs int, bytes int64, err error) 
 
 	buf := make([]byte, recvBufLen)
 	var req [nlmsgHdrLen + reqV2Len]byte
-	for i, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+	fams := []uint8{unix.AF_INET, unix.AF_INET6}
+	if compat {
+		fams = fams[:1]
+	}
+	for i, family := range fams {
 		seq := uint32(i + 1)
 		// struct nlmsghdr
 		binary.NativeEndian.PutUint32(req[0:], uint32(len(req)))
@@ -168,7 +180,18 @@ func dump(mask uint32, counts *[256]uint64) (recvs int, bytes int64, err error) 
 		req[16] = family
 		req[17] = unix.IPPROTO_TCP
 		binary.NativeEndian.PutUint32(req[20:], mask)
-		if err := unix.Sendto(fd, req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		msg := req[:]
+		if compat {
+			// struct inet_diag_req: family, src_len, dst_len, ext, a
+			// 48-byte inet_diag_sockid, then the state mask.
+			var c [nlmsgHdrLen + reqV1Len]byte
+			copy(c[:], req[:nlmsgHdrLen])
+			binary.NativeEndian.PutUint32(c[0:], uint32(len(c)))
+			binary.NativeEndian.PutUint16(c[4:], tcpDiagGetSock)
+			binary.NativeEndian.PutUint32(c[nlmsgHdrLen+52:], mask)
+			msg = c[:]
+		}
+		if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 			return recvs, bytes, fmt.Errorf("send dump request (family %d): %w", family, err)
 		}
 		r, b, err := drain(fd, buf, seq, counts)
@@ -220,7 +243,7 @@ func drain(fd int, buf []byte, seq uint32, counts *[256]uint64) (recvs int, byte
 						return recvs, bytes, nil
 					}
 					return recvs, bytes, fmt.Errorf("kernel answered: %w", unix.Errno(-errno))
-				case sockDiagByFamily:
+				case sockDiagByFamily, tcpDiagGetSock:
 					if l >= nlmsgHdrLen+diagMsgLen {
 						counts[buf[off+nlmsgHdrLen+1]]++
 					}

@@ -375,3 +375,49 @@ func TestCallbackErrorStopsDump(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOneWalkMatchesPerFamily checks that the default one-walk dump of both
+// families returns exactly what one inet_diag_req_v2 request per family
+// returns, including tcp_info and the kernel-side state filter.
+func TestOneWalkMatchesPerFamily(t *testing.T) {
+	ns := harness.NewT(t)
+	l4 := mustListen(t, ns, "127.0.0.1:8082")
+	l6 := mustListen(t, ns, "[::1]:8083")
+	for range 3 {
+		mustDial(t, ns, "127.0.0.1:8082", -1)
+		mustAccept(t, l4)
+		mustDial(t, ns, "[::1]:8083", -1)
+		mustAccept(t, l6)
+	}
+	both := []uint8{unix.AF_INET, unix.AF_INET6}
+	for _, r := range []sockdiag.Request{
+		{Info: true},
+		{States: sockdiag.MaskOf(sockdiag.Listen)},
+	} {
+		one, st := dump(t, ns, r)
+		if !st.OneWalk {
+			t.Fatalf("request %+v: dump did not use one walk on this kernel", r)
+		}
+		r.Families = both
+		per, pst := dump(t, ns, r)
+		if pst.OneWalk {
+			t.Fatalf("explicit families used one walk")
+		}
+		if g, w := rows(one), rows(per); strings.Join(g, "\n") != strings.Join(w, "\n") {
+			t.Errorf("request %+v: one walk differs from per-family:\n one: %v\n per: %v", r, g, w)
+		}
+		fams := map[uint8]int{}
+		for _, s := range one {
+			fams[s.Family]++
+			if r.Info && s.State == sockdiag.Established && (!s.HasInfo || s.Cong == "") {
+				t.Errorf("one-walk socket %s has no tcp_info", s.Local)
+			}
+		}
+		if r.Info && (fams[unix.AF_INET] != 7 || fams[unix.AF_INET6] != 7) {
+			t.Errorf("families in one walk: %v, want 7 of each", fams)
+		}
+		if !r.Info && len(one) != 2 {
+			t.Errorf("LISTEN-only one walk returned %d sockets, want 2", len(one))
+		}
+	}
+}

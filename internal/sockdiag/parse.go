@@ -15,6 +15,7 @@ const (
 	sizeofDiagMsg = 72
 	sizeofSockID  = 48
 	sizeofReqV2   = 56
+	sizeofReqV1   = 60 // struct inet_diag_req, used by TCPDIAG_GETSOCK
 	sizeofNlmsg   = 16
 	sizeofRtattr  = 4
 
@@ -23,6 +24,7 @@ const (
 	attrShutdown = 8
 
 	sockDiagByFamily = 20
+	tcpDiagGetSock   = 18 // TCPDIAG_GETSOCK: one dump of both families
 )
 
 // ErrMalformed is returned (wrapped) for a message the parser cannot trust.
