@@ -6,6 +6,9 @@
 # times these commands against that namespace:
 #
 #   raw       bench/rawcount: netlink dump that only counts by state (the floor)
+#   raw1      the same with -one-walk: one TCPDIAG_GETSOCK request for both
+#             families, the request tcplens sends (raw sends one per family,
+#             like ss)
 #   rawall    the same with state mask 0xffffffff, which on Linux >= 6.5 includes
 #             TCP_BOUND_INACTIVE and makes the kernel walk the bind hash too
 #   ss|wc     ss -tan | wc -l
@@ -119,6 +122,7 @@ IDS=()
 declare -A LABEL CMD OKRC NOTE
 add() { IDS+=("$1"); LABEL[$1]=$2; CMD[$1]=$3; OKRC[$1]=$4; NOTE[$1]=""; }
 add raw "rawcount (netlink, count by state, mask 0x1ffe)" "'$WORK/rawcount' -netns $NS > '$WORK/raw.out'" "0"
+add raw1 "rawcount -one-walk (both families in one request)" "'$WORK/rawcount' -netns $NS -one-walk > /dev/null" "0"
 add rawall "rawcount -states all (adds bit 13)" "'$WORK/rawcount' -netns $NS -states all > /dev/null" "0"
 add sswc 'ss -tan | wc -l' "ss -N $NS -tan | wc -l > '$WORK/sswc.out'" "0"
 add ss 'ss -tan > /dev/null' "ss -N $NS -tan > /dev/null" "0"
@@ -307,6 +311,8 @@ report() {
 	echo "| sockets --json / ss -tan (wall, both to /dev/null) | $r_sock | <= 1.0 | $(verdict "$r_sock" "<=" 1.0) |"
 	echo "| summary peak RSS (MB) | $rss_sum | <= 64 | $(verdict "$rss_sum" "<=" 64) |"
 	echo "| doctor / summary (wall) | $r_doc | (informational) | |"
+	echo "| raw -one-walk / raw (wall) | $(ratio raw1 raw) | (informational: one walk of the socket hash instead of two) | |"
+	echo "| summary / raw -one-walk (wall) | $(ratio summary raw1) | (informational: tcplens against the floor of its own request) | |"
 	echo "| raw with -states all / raw (wall) | $(ratio rawall raw) | (informational: cost of TCP_BOUND_INACTIVE, bit 13) | |"
 }
 

@@ -52,8 +52,12 @@ type historyView struct {
 	Samples       int               `json:"samples"`
 	BucketSeconds float64           `json:"bucket_seconds"`
 	States        []stateRow        `json:"states"`
-	Findings      []record.Finding  `json:"findings"`
-	Captures      []record.Capture  `json:"captures"`
+	// Ticks has every interval (or the largest totals per bucket): kernel
+	// totals, destroy events and counter deltas, also between full samples.
+	Ticks             []tickRow        `json:"ticks"`
+	TickBucketSeconds float64          `json:"tick_bucket_seconds"`
+	Findings          []record.Finding `json:"findings"`
+	Captures          []record.Capture `json:"captures"`
 }
 
 // stateRow is one sample, or the largest counts of a bucket of samples.
@@ -124,6 +128,13 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			var bucket time.Duration
 			v.States, bucket = bucketStates(samples, rows)
 			v.BucketSeconds = bucket.Seconds()
+			ticks, err := rd.Ticks(ctx, w)
+			if err != nil {
+				return err
+			}
+			var tickBucket time.Duration
+			v.Ticks, tickBucket = bucketTicks(ticks, rows)
+			v.TickBucketSeconds = tickBucket.Seconds()
 			if v.Findings, err = rd.Findings(ctx, w); err != nil {
 				return err
 			}
@@ -136,13 +147,16 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			if v.Findings == nil {
 				v.Findings = []record.Finding{}
 			}
+			if v.Ticks == nil {
+				v.Ticks = []tickRow{}
+			}
 			if v.Captures == nil {
 				v.Captures = []record.Capture{}
 			}
 			if g.json {
 				return render.JSON(out, v)
 			}
-			return writeHistory(out, &v, bucket)
+			return writeHistory(out, &v, bucket, tickBucket)
 		},
 	}
 	cmd.Flags().StringVar(&db, "db", "", "recording file (default as for record)")
@@ -169,14 +183,7 @@ func bucketStates(samples []record.Sample, rows int) ([]stateRow, time.Duration)
 		}
 		return out, 0
 	}
-	span := samples[len(samples)-1].Time.Sub(samples[0].Time)
-	bucket := niceBuckets[len(niceBuckets)-1]
-	for _, b := range niceBuckets {
-		if span/b < time.Duration(rows) {
-			bucket = b
-			break
-		}
-	}
+	bucket := bucketWidth(samples[len(samples)-1].Time.Sub(samples[0].Time), rows)
 	var out []stateRow
 	for _, s := range samples {
 		t := s.Time.Truncate(bucket)
@@ -193,10 +200,71 @@ func bucketStates(samples []record.Sample, rows int) ([]stateRow, time.Duration)
 	return out, bucket
 }
 
+// bucketWidth is the narrowest nice bucket that shows span in fewer than
+// rows rows.
+func bucketWidth(span time.Duration, rows int) time.Duration {
+	for _, b := range niceBuckets {
+		if span/b < time.Duration(rows) {
+			return b
+		}
+	}
+	return niceBuckets[len(niceBuckets)-1]
+}
+
+// tickRow is one tick, or a bucket of ticks: the largest totals, and the
+// sums of destroy events and retransmitted segments.
+type tickRow struct {
+	Time        time.Time `json:"time"`
+	Ticks       int       `json:"ticks"`
+	FullSamples int       `json:"full_samples"`
+	TimeWait    int       `json:"time_wait"`
+	InUse       int       `json:"in_use"`
+	CurrEstab   int       `json:"curr_estab"`
+	Orphan      int       `json:"orphan"`
+	Closed      *int64    `json:"closed,omitempty"`
+	RetransSegs int64     `json:"retrans_segs"`
+}
+
+// bucketTicks returns one row per tick when they fit in rows, else one per
+// bucket.
+func bucketTicks(ticks []record.Tick, rows int) ([]tickRow, time.Duration) {
+	var bucket time.Duration
+	if len(ticks) > rows {
+		bucket = bucketWidth(ticks[len(ticks)-1].Time.Sub(ticks[0].Time), rows)
+	}
+	var out []tickRow
+	for _, tk := range ticks {
+		t := tk.Time
+		if bucket > 0 {
+			t = t.Truncate(bucket)
+		}
+		if bucket == 0 || len(out) == 0 || !out[len(out)-1].Time.Equal(t) {
+			out = append(out, tickRow{Time: t})
+		}
+		r := &out[len(out)-1]
+		r.Ticks++
+		if tk.SampleID > 0 {
+			r.FullSamples++
+		}
+		r.TimeWait = max(r.TimeWait, tk.TimeWait)
+		r.InUse = max(r.InUse, tk.InUse)
+		r.CurrEstab = max(r.CurrEstab, tk.CurrEstab)
+		r.Orphan = max(r.Orphan, tk.Orphan)
+		if tk.Closed != nil {
+			if r.Closed == nil {
+				r.Closed = new(int64)
+			}
+			*r.Closed += *tk.Closed
+		}
+		r.RetransSegs += tk.Counters["Tcp.RetransSegs"]
+	}
+	return out, bucket
+}
+
 // clock formats times compactly in the local zone.
 func clock(t time.Time) string { return t.Local().Format("15:04:05.000") }
 
-func writeHistory(w io.Writer, v *historyView, bucket time.Duration) error {
+func writeHistory(w io.Writer, v *historyView, bucket, tickBucket time.Duration) error {
 	where := "this host's network namespace"
 	if ns := v.Meta["netns"]; ns != "" {
 		where = "network namespace " + ns
@@ -248,6 +316,31 @@ func writeHistory(w io.Writer, v *historyView, bucket time.Duration) error {
 		}
 	}
 
+	// Ticks add something only when full samples were spaced out.
+	if full := countFull(v.Ticks); len(v.Ticks) > 0 && full < sumTicks(v.Ticks) {
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "EVERY INTERVAL (kernel totals; full samples were spaced out to stay in the CPU budget: %d of %d intervals)\n", full, sumTicks(v.Ticks))
+		if tickBucket > 0 {
+			fmt.Fprintf(w, "largest totals and summed events per %s\n", render.Duration(tickBucket))
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "TIME\tTIME_WAIT\tIN_USE\tESTAB+CLOSE_WAIT\tORPHANS\tCLOSED\tRETRANS_SEGS\tFULL\t")
+		for _, r := range v.Ticks {
+			closed := "-"
+			if r.Closed != nil {
+				closed = strconv.FormatInt(*r.Closed, 10)
+			}
+			full := ""
+			if r.FullSamples > 0 {
+				full = strconv.Itoa(r.FullSamples)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%d\t%s\t\n", clock(r.Time), r.TimeWait, r.InUse, r.CurrEstab, r.Orphan, closed, r.RetransSegs, full)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+
 	fmt.Fprintln(w)
 	if len(v.Findings) == 0 {
 		fmt.Fprintln(w, "FINDINGS: none")
@@ -275,6 +368,20 @@ func writeHistory(w io.Writer, v *historyView, bucket time.Duration) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\n", c.ID, clock(c.Time), clock(c.First), clock(c.Last), c.Snapshots, reasons(c.Reasons, c.SuppressedBefore))
 	}
 	return tw.Flush()
+}
+
+func countFull(rows []tickRow) (n int) {
+	for _, r := range rows {
+		n += r.FullSamples
+	}
+	return n
+}
+
+func sumTicks(rows []tickRow) (n int) {
+	for _, r := range rows {
+		n += r.Ticks
+	}
+	return n
 }
 
 func reasons(rs []record.Reason, suppressed int) string {

@@ -202,8 +202,8 @@ func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Rec
 	if g.json {
 		return render.JSON(cmd.OutOrStdout(), map[string]any{"db": rec.Path(), "stats": st, "loop": ls})
 	}
-	fmt.Fprintf(errw, "tcplens record: %d samples (%d probes, %d full samples forced by a probe), %d captures (%d snapshots), %d triggers over the rate limit, in %s\n",
-		st.Samples, ls.Probes, ls.ProbeForced, st.Captures, st.Snapshots, st.Suppressed, rec.Path())
+	fmt.Fprintf(errw, "tcplens record: %d intervals, %d full samples (%d forced by a jump in the kernel's totals), %d captures (%d snapshots), %d triggers over the rate limit, in %s\n",
+		st.Ticks, st.Samples, ls.ProbeForced, st.Captures, st.Snapshots, st.Suppressed, rec.Path())
 	if ls.FullInterval > w.Interval() {
 		fmt.Fprintf(errw, "tcplens record: full samples were %s apart at the end to stay within --cpu-budget\n", render.Duration(ls.FullInterval))
 	}

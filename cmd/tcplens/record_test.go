@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -375,6 +376,34 @@ func TestRecordCPUBudget(t *testing.T) {
 	s, err := rd.Samples(context.Background(), record.Window{})
 	if err != nil || len(s) != 1+res.Loop.ProbeForced || s[len(s)-1].States[sockdiag.Established] < 300 {
 		t.Fatalf("samples %+v, %v: want the last forced one to hold the new connections", s, err)
+	}
+
+	// Every interval has a tick, full sample or not, and history and report
+	// show them because full samples were spaced out.
+	ticks, err := rd.Ticks(context.Background(), record.Window{})
+	// The last probe's tick is lost when --duration ends during its write.
+	if err != nil || len(ticks) < res.Loop.Probes-1 || len(ticks) > res.Loop.Probes || res.Stats.Ticks != len(ticks) {
+		t.Fatalf("%d ticks (%d in stats), %v: want one per probe (%d)", len(ticks), res.Stats.Ticks, err, res.Loop.Probes)
+	}
+	if last := ticks[len(ticks)-1]; last.CurrEstab != 400 || last.SampleID != 0 && last.SampleID != s[len(s)-1].ID {
+		t.Errorf("last tick %+v: want CurrEstab 400 (both ends of 200 connections)", last)
+	}
+	hout, errs, code := tcplens(t, "history", "--db", db)
+	if code != 0 || !strings.Contains(hout, "EVERY INTERVAL") || !strings.Contains(hout, fmt.Sprintf("%d of %d intervals", len(s), len(ticks))) {
+		t.Errorf("history: exit %d %s: want an EVERY INTERVAL section with %d of %d intervals:\n%s", code, errs, len(s), len(ticks), hout)
+	}
+	hout, _, _ = tcplens(t, "history", "--db", db, "--json")
+	var v historyView
+	if err := json.Unmarshal([]byte(hout), &v); err != nil || len(v.Ticks) != len(ticks) || v.Ticks[len(v.Ticks)-1].CurrEstab != 400 {
+		t.Errorf("history --json ticks: %d rows, %v", len(v.Ticks), err)
+	}
+	html := filepath.Join(t.TempDir(), "r.html")
+	if _, errs, code := tcplens(t, "report", "--db", db, "-o", html); code != 0 {
+		t.Fatalf("report: exit %d: %s", code, errs)
+	}
+	page, err := os.ReadFile(html)
+	if err != nil || !bytes.Contains(page, []byte("Every interval: kernel socket totals")) || !bytes.Contains(page, []byte(fmt.Sprintf("%d intervals have", len(ticks)))) {
+		t.Errorf("report lacks the every-interval chart (%v)", err)
 	}
 }
 

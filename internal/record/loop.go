@@ -80,7 +80,11 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 		hold      = max(procsHold, procsHoldSamples*opt.Interval)
 		fullEvery = opt.Interval
 		base      probe // the probe taken with the last full sample
+		prev      probe // the probe of the tick before
+		havePrev  bool
 		procs     = opt.Procs == ProcsAlways
+		events    uint64 // destroy events at the tick before
+		haveEv    bool
 	)
 	st.FullInterval = fullEvery
 	for {
@@ -134,6 +138,27 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 				opt.OnSample(s)
 			}
 		}
+		tk := Tick{Time: now, TimeWait: p.TW, InUse: p.InUse, Orphan: p.Orphan, CurrEstab: p.CurrEstab}
+		if due {
+			tk.SampleID = r.LastSample()
+		}
+		if havePrev {
+			tk.Counters = counterDeltas(prev.Counters, p.Counters)
+		}
+		if n, ok := w.ChurnEvents(); ok {
+			if haveEv && n >= events {
+				c := int64(n - events)
+				tk.Closed = &c
+			}
+			events, haveEv = n, true
+		}
+		prev, havePrev = p, true
+		if err := r.Tick(ctx, tk); err != nil {
+			if ctx.Err() != nil {
+				return st, nil
+			}
+			return st, err
+		}
 		select {
 		case <-ctx.Done():
 			return st, nil
@@ -182,6 +207,7 @@ func cpuTime() time.Duration {
 type probe struct {
 	kernel.Sockstat
 	CurrEstab int
+	Counters  kernel.Counters
 }
 
 func readProbe(ns string) (probe, error) {
@@ -196,12 +222,31 @@ func readProbe(ns string) (probe, error) {
 			return err
 		}
 		p.CurrEstab = int(c["Tcp.CurrEstab"])
+		p.Counters = c
 		return nil
 	})
 	if err != nil {
 		return p, fmt.Errorf("probe socket totals: %w", err)
 	}
 	return p, nil
+}
+
+// counterDeltas returns the non-zero deltas of Counters from a to b. A
+// negative delta means the counters were reset (a new namespace under the
+// same name): no delta for that interval.
+func counterDeltas(a, b kernel.Counters) map[string]int64 {
+	var out map[string]int64
+	for _, name := range Counters {
+		x, ok1 := a[name]
+		y, ok2 := b[name]
+		if d := y - x; ok1 && ok2 && d > 0 {
+			if out == nil {
+				out = make(map[string]int64)
+			}
+			out[name] = d
+		}
+	}
+	return out
 }
 
 // probeJump applies the jump trigger's thresholds to the probe's totals

@@ -19,8 +19,9 @@ import (
 // Reader reads a recording. It never writes, so it can run while a
 // Recorder writes the same file (WAL readers see the last commit).
 type Reader struct {
-	db   *sql.DB
-	path string
+	db      *sql.DB
+	path    string
+	version int // schema version of the file
 }
 
 // Window selects a time range; a zero bound is open.
@@ -65,7 +66,7 @@ func OpenReader(ctx context.Context, path string) (*Reader, error) {
 		db.Close()
 		return nil, fmt.Errorf("open %s: schema version %d is newer than this tcplens reads (%d)", path, version, SchemaVersion)
 	}
-	return &Reader{db: db, path: path}, nil
+	return &Reader{db: db, path: path, version: version}, nil
 }
 
 // Close closes the file.

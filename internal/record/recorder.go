@@ -63,6 +63,8 @@ type Recorder struct {
 	episodes map[string]episode
 	// triggered: the last sample had a trigger reason.
 	triggered bool
+	// lastSample is the id of the last sample stored.
+	lastSample int64
 
 	stats Stats
 }
@@ -88,6 +90,7 @@ type episode struct {
 // Stats count what a Recorder did.
 type Stats struct {
 	Samples   int `json:"samples"`
+	Ticks     int `json:"ticks"`
 	Captures  int `json:"captures"`
 	Snapshots int `json:"captured_snapshots"`
 	// Suppressed counts triggers the rate limit refused.
@@ -282,6 +285,7 @@ func (r *Recorder) record(ctx context.Context, s *watch.Sample) error {
 	}
 	r.ring, r.open, r.tokens, r.dropped, r.episodes = ring, open, tokens, dropped, episodes
 	r.triggered = len(reasons) > 0
+	r.lastSample = id
 	r.stats = stats
 	r.stats.Samples++
 	return nil
@@ -511,10 +515,11 @@ func deleteBefore(ctx context.Context, tx *sql.Tx, t int64) error {
 		args = append(args, []any{last.Int64})
 	}
 	stmts = append(stmts,
+		"DELETE FROM ticks WHERE t < ?",
 		"DELETE FROM findings WHERE last_t < ?",
 		"DELETE FROM capture_snaps WHERE capture_id IN (SELECT id FROM captures WHERE last_t < ?)",
 		"DELETE FROM captures WHERE last_t < ?")
-	args = append(args, []any{t}, []any{t}, []any{t})
+	args = append(args, []any{t}, []any{t}, []any{t}, []any{t})
 	for i, q := range stmts {
 		if _, err := tx.ExecContext(ctx, q, args[i]...); err != nil {
 			return fmt.Errorf("delete old data: %w", err)
@@ -538,7 +543,7 @@ func (r *Recorder) enforceSize(ctx context.Context) error {
 	for i := 0; i < 32 && (pages-free)*r.pageSize > r.dbBudget*7/10; i++ {
 		var oldest, newest sql.NullInt64
 		err := r.db.QueryRowContext(ctx, `SELECT min(t), max(t) FROM (
-			SELECT t FROM samples UNION ALL SELECT first_t FROM captures UNION ALL SELECT first_t FROM findings)`).Scan(&oldest, &newest)
+			SELECT t FROM samples UNION ALL SELECT t FROM ticks UNION ALL SELECT first_t FROM captures UNION ALL SELECT first_t FROM findings)`).Scan(&oldest, &newest)
 		if err != nil {
 			return err
 		}

@@ -326,6 +326,9 @@ func TestRetention(t *testing.T) {
 		if err := r.Record(ctx, sample(prev, now, fs...)); err != nil {
 			t.Fatal(err)
 		}
+		if err := r.Tick(ctx, Tick{Time: now.Time, SampleID: r.LastSample()}); err != nil {
+			t.Fatal(err)
+		}
 		prev = now
 	}
 	r.Close()
@@ -337,6 +340,9 @@ func TestRetention(t *testing.T) {
 	first, last, n, _ := rd.Span(ctx)
 	if n != 61 || !first.Equal(last.Add(-time.Hour)) {
 		t.Errorf("%d samples from %v to %v, want the last hour (61)", n, first, last)
+	}
+	if ticks, _ := rd.Ticks(ctx, Window{}); len(ticks) != 61 || !ticks[0].Time.Equal(first) {
+		t.Errorf("%d ticks after retention, want the last hour (61)", len(ticks))
 	}
 	fs, _ := rd.Findings(ctx, Window{})
 	if len(fs) != 1 || !fs[0].First.Equal(t0.Add(170*time.Minute)) {

@@ -15,9 +15,9 @@ import (
 
 // SchemaVersion is stored in PRAGMA user_version. Bump it, and add a
 // migration in migrate, whenever a table changes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
-// schema creates version 1. Times are Unix milliseconds. Every table but
+// schema creates version 1; migrations bring it to SchemaVersion. Times are Unix milliseconds. Every table but
 // meta is keyed or indexed by time or sample id, so that deleting the oldest
 // data is a range delete.
 const schema = `
@@ -91,6 +91,26 @@ CREATE TABLE capture_snaps(
 CREATE INDEX capture_snaps_capture ON capture_snaps(capture_id);
 `
 
+// migrations[v] brings a recording from version v+1 to v+2.
+var migrations = []string{
+	// 2: one row per interval, whether or not a full sample was taken. On a
+	// large table record spaces full samples out to stay in its CPU budget;
+	// these rows keep every interval: the totals the kernel keeps without a
+	// socket dump (/proc/net/sockstat{,6}, Tcp CurrEstab), the counter
+	// deltas since the tick before (JSON object of the non-zero ones) and
+	// the connections closed in the interval (destroy events; NULL when
+	// churn is off).
+	`CREATE TABLE ticks(
+	id INTEGER PRIMARY KEY,
+	t INTEGER NOT NULL,
+	sample_id INTEGER,
+	time_wait INTEGER NOT NULL, in_use INTEGER NOT NULL, orphan INTEGER NOT NULL, curr_estab INTEGER NOT NULL,
+	closed INTEGER,
+	counters TEXT NOT NULL
+);
+CREATE INDEX ticks_t ON ticks(t);`,
+}
+
 // stateColumns are the samples columns in kernel state order (1..12).
 var stateColumns = []string{
 	"established", "syn_sent", "syn_recv", "fin_wait1", "fin_wait2", "time_wait",
@@ -156,21 +176,29 @@ func setup(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, "PRAGMA synchronous=NORMAL"); err != nil {
 		return err
 	}
+	if version == SchemaVersion {
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
 	if version == 0 {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return err
-		}
-		defer tx.Rollback()
 		if _, err := tx.ExecContext(ctx, schema); err != nil {
 			return fmt.Errorf("create schema: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", SchemaVersion)); err != nil {
-			return err
-		}
-		return tx.Commit()
+		version = 1
 	}
-	return nil
+	for ; version < SchemaVersion; version++ {
+		if _, err := tx.ExecContext(ctx, migrations[version-1]); err != nil {
+			return fmt.Errorf("upgrade recording to schema version %d: %w", version+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version=%d", SchemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // notADatabase turns SQLite's "file is not a database" into one clear line.

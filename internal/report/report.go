@@ -42,6 +42,7 @@ type Report struct {
 	Meta      map[string]string
 	From, To  time.Time
 	Samples   int
+	Ticks     int // intervals recorded, when more than Samples
 	Generated time.Time
 
 	Charts    []*Chart
@@ -149,6 +150,37 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 		}
 	}
 	r.Charts = append(r.Charts, chart("Sockets per state", "sockets", states))
+
+	// Every interval, when full samples were spaced out: the kernel's own
+	// totals and the destroy events, so a spike between full samples shows.
+	ticks, err := rd.Ticks(ctx, opt.Window)
+	if err != nil {
+		return nil, err
+	}
+	if len(ticks) > len(samples) {
+		series := []Series{
+			{Name: "TIME_WAIT", Color: stateColors[sockdiag.TimeWait]},
+			{Name: "ESTABLISHED+CLOSE_WAIT (CurrEstab)", Color: stateColors[sockdiag.Established]},
+			{Name: "in use, TIME_WAIT excluded", Color: "#7f7f7f"},
+			{Name: "orphans", Color: stateColors[sockdiag.FinWait1]},
+		}
+		closed := Series{Name: "destroy events per second", Color: "#000"}
+		for i, tk := range ticks {
+			for j, v := range []int{tk.TimeWait, tk.CurrEstab, tk.InUse, tk.Orphan} {
+				series[j].Points = append(series[j].Points, Point{tk.Time, float64(v)})
+			}
+			if i > 0 && tk.Closed != nil {
+				if d := tk.Time.Sub(ticks[i-1].Time).Seconds(); d > 0 {
+					closed.Points = append(closed.Points, Point{tk.Time, float64(*tk.Closed) / d})
+				}
+			}
+		}
+		r.Ticks = len(ticks)
+		r.Charts = append(r.Charts, chart("Every interval: kernel socket totals (full samples were spaced out)", "sockets", series))
+		if len(closed.Points) > 0 {
+			r.Charts = append(r.Charts, chart("Every interval: connections closed (destroy events, both ends)", "events/s", []Series{closed}))
+		}
+	}
 
 	// Ports in use per top destination.
 	budgets, err := rd.Budgets(ctx, opt.Window)

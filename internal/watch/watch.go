@@ -128,6 +128,18 @@ func (w *Watcher) Close() error {
 	return err
 }
 
+// ChurnEvents returns the number of destroy events processed since the
+// listener started; ok is false while there is no listener (Churn off, or
+// before the first sample).
+func (w *Watcher) ChurnEvents() (n uint64, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.events == nil {
+		return 0, false
+	}
+	return w.events.Events(), true
+}
+
 // SetProcs turns process attribution on or off for the following samples
 // (it is never on when Options.Procs is off). Walking /proc costs more than
 // the socket dump on a host with many processes, so a recorder may attribute
