@@ -234,12 +234,9 @@ func (r *Recorder) record(ctx context.Context, s *watch.Sample) error {
 		}
 	}
 	if s.Prev != nil {
-		for _, name := range Counters {
-			now, ok1 := snap.Counters[name]
-			prev, ok2 := s.Prev.Counters[name]
-			// A negative delta means the counters were reset (a new
-			// namespace under the same name): no rate for that interval.
-			if d := now - prev; ok1 && ok2 && d > 0 {
+		deltas := counterDeltas(s.Prev.Counters, snap.Counters)
+		for _, name := range Counters { // in a stable order
+			if d, ok := deltas[name]; ok {
 				if _, err := tx.ExecContext(ctx, "INSERT INTO counters VALUES(?, ?, ?)", id, name, d); err != nil {
 					return fmt.Errorf("insert counter: %w", err)
 				}
