@@ -261,3 +261,93 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("security context %+v, limits %v", sc, c.Resources.Limits)
 	}
 }
+
+// TestImageRoot builds tcplens with the Dockerfile's own build command and
+// runs it the way the image does: alone on a read-only root (FROM
+// scratch), with only /proc mounted, inside a test namespace. No container
+// engine runs here, so this checks what the image needs, not docker build.
+func TestImageRoot(t *testing.T) {
+	df, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var build []string
+	stages := 0
+	for _, line := range strings.Split(string(df), "\n") {
+		if strings.HasPrefix(line, "FROM ") {
+			stages++
+		}
+		if rest, ok := strings.CutPrefix(line, "RUN CGO_ENABLED=0 go build "); ok {
+			build = strings.Fields(rest)
+		}
+	}
+	if build == nil || !strings.Contains(string(df), "\nFROM scratch\n") || !strings.Contains(string(df), `ENTRYPOINT ["/tcplens"]`) || stages != 2 {
+		t.Fatalf("Dockerfile: want a CGO_ENABLED=0 build stage and a scratch stage with ENTRYPOINT /tcplens:\n%s", df)
+	}
+	root := t.TempDir()
+	for i, a := range build {
+		if a == "-o" && i+1 < len(build) {
+			build[i+1] = filepath.Join(root, "tcplens")
+		}
+	}
+	cmd := exec.Command("go", append([]string{"build"}, build...)...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", build, err, out)
+	}
+	if err := os.Mkdir(filepath.Join(root, "proc"), 0o555); err != nil {
+		t.Fatal(err)
+	}
+
+	ns := harness.NewT(t)
+	l, err := ns.Listen("tcp", "127.0.0.1:7300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	inImage := func(args ...string) ([]byte, string, int) {
+		t.Helper()
+		script := `set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; mount -t proc proc "$1/proc"; r=$1; shift; exec chroot "$r" /tcplens "$@"`
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root}, args...)...)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		out, err := c.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return out, stderr.String(), code
+	}
+	out, _, code := inImage("summary", "--json")
+	if code != 0 || !bytes.Contains(out, []byte(`"127.0.0.1:7300"`)) {
+		t.Fatalf("summary in the image root: exit %d, want the test's listener 127.0.0.1:7300:\n%s", code, out)
+	}
+	var sum struct {
+		Processes []struct {
+			PID int `json:"pid"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal(out, &sum); err != nil {
+		t.Fatal(err)
+	}
+	owner := false
+	for _, p := range sum.Processes {
+		owner = owner || p.PID == os.Getpid()
+	}
+	if !owner {
+		t.Errorf("summary in the image root did not attribute the listener to this process (%d): %s", os.Getpid(), out)
+	}
+	if out, _, code := inImage("doctor", "--interval", "0", "--json"); code > 2 || !json.Valid(out) {
+		t.Errorf("doctor in the image root: exit %d:\n%s", code, out)
+	}
+	// The read-only root must not matter: record is the one command that
+	// writes, and it fails cleanly there with a one-line error.
+	if _, errs, code := inImage("record", "--db", "/tcplens.db", "--duration", "1s"); code == 0 || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "read-only file system") {
+		t.Errorf("record on the read-only image root: exit %d, stderr %q: want one line saying the file system is read-only", code, errs)
+	}
+}

@@ -220,7 +220,7 @@ func lockFile(path string) (*os.File, error) {
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err // a *PathError: "open PATH: reason"
 	}
 	if err := flock(f); err != nil {
 		f.Close()
