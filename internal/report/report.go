@@ -109,9 +109,20 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 		return nil, err
 	}
 	r.Samples = len(samples)
-	if len(samples) > 0 {
+	ticks, err := rd.Ticks(ctx, opt.Window)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case len(samples) > 0:
 		r.From, r.To = samples[0].Time, samples[len(samples)-1].Time
-	} else {
+		if len(ticks) > 0 { // ticks may run past the last full sample
+			r.From = minTime(r.From, ticks[0].Time)
+			r.To = maxTime(r.To, ticks[len(ticks)-1].Time)
+		}
+	case len(ticks) > 0:
+		r.From, r.To = ticks[0].Time, ticks[len(ticks)-1].Time
+	default:
 		r.From, r.To = opt.Window.Since, opt.Window.Until
 	}
 	findings, err := rd.Findings(ctx, opt.Window)
@@ -153,15 +164,11 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 
 	// Every interval, when full samples were spaced out: the kernel's own
 	// totals and the destroy events, so a spike between full samples shows.
-	ticks, err := rd.Ticks(ctx, opt.Window)
-	if err != nil {
-		return nil, err
-	}
 	if len(ticks) > len(samples) {
 		series := []Series{
 			{Name: "TIME_WAIT", Color: stateColors[sockdiag.TimeWait]},
-			{Name: "ESTABLISHED+CLOSE_WAIT (CurrEstab)", Color: stateColors[sockdiag.Established]},
-			{Name: "in use, TIME_WAIT excluded", Color: "#7f7f7f"},
+			{Name: "ESTAB+CLOSE_WAIT", Color: stateColors[sockdiag.Established]},
+			{Name: "in use (no TIME_WAIT)", Color: "#17becf"},
 			{Name: "orphans", Color: stateColors[sockdiag.FinWait1]},
 		}
 		closed := Series{Name: "destroy events per second", Color: "#000"}
@@ -319,6 +326,20 @@ func topSeries[T any](rows []T, top int, samples []record.Sample, id func(T) int
 
 // downsample keeps at most n points, the largest value of each run, so
 // spikes survive.
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 func downsample(ps []Point, n int) []Point {
 	if len(ps) <= n || n < 1 {
 		return ps
