@@ -175,6 +175,8 @@ func FuzzParseMessage(f *testing.F) {
 func FuzzHandleBatch(f *testing.F) {
 	f.Add(append(nlmsg(sockDiagByFamily, 1, msg(unix.AF_INET, Listen)), nlmsg(unix.NLMSG_DONE, 1, []byte{0, 0, 0, 0})...))
 	f.Add(nlmsg(unix.NLMSG_ERROR, 1, []byte{0xfe, 0xff, 0xff, 0xff}))
+	// A one-walk reply: TCPDIAG_GETSOCK messages of both families.
+	f.Add(append(nlmsg(tcpDiagGetSock, 1, msg(unix.AF_INET6, Established, attr(attrInfo, make([]byte, 232)))), nlmsg(tcpDiagGetSock, 1, msg(unix.AF_INET, TimeWait))...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d := &Dumper{}
 		var st Stats
