@@ -147,7 +147,7 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 	fl.IntVar(&top, "top", 10, "destinations whose port budget is stored per sample")
 	fl.DurationVar(&idle, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path (as doctor)")
 	fl.StringVar(&procs, "procs", "auto", "find socket owners (walks /proc): auto = while a finding or capture is on, always, never")
-	fl.Float64Var(&cpuBudget, "cpu-budget", 2.5, "average CPU share of one core, in percent, for full samples: costlier ones are spaced out while a cheap probe still runs every interval (0 = no limit)")
+	fl.Float64Var(&cpuBudget, "cpu-budget", 2.5, "average CPU share of one core, in percent, for the whole recorder: full samples are spaced out to fit, while the kernel's totals are still stored every interval (0 = a full sample every interval, no limit)")
 	fl.StringVar(&sev, "trigger-severity", "warning", "capture when a finding at this severity or above starts: info, warning, critical")
 	fl.IntVar(&opt.Triggers.JumpAbs, "trigger-jump", opt.Triggers.JumpAbs, "capture when a state count rises (ESTABLISHED: or falls) by this many sockets between samples (0 = off)...")
 	fl.Float64Var(&jumpPercent, "trigger-jump-percent", opt.Triggers.JumpRel*100, "...and by at least this percentage of its previous value")
@@ -204,8 +204,9 @@ func runRecord(cmd *cobra.Command, g *globals, w *watch.Watcher, rec *record.Rec
 	}
 	fmt.Fprintf(errw, "tcplens record: %d intervals, %d full samples (%d forced by a jump in the kernel's totals), %d captures (%d snapshots), %d triggers over the rate limit, in %s\n",
 		st.Ticks, st.Samples, ls.ProbeForced, st.Captures, st.Snapshots, st.Suppressed, rec.Path())
-	if ls.FullInterval > w.Interval() {
-		fmt.Fprintf(errw, "tcplens record: full samples were %s apart at the end to stay within --cpu-budget\n", render.Duration(ls.FullInterval))
+	if st.Samples > 0 && st.Samples < st.Ticks {
+		fmt.Fprintf(errw, "tcplens record: a full sample every %s on average, to stay within --cpu-budget\n",
+			render.Duration(w.Interval()*time.Duration(st.Ticks)/time.Duration(st.Samples)))
 	}
 	return nil
 }

@@ -23,10 +23,12 @@
 // whenever the database pages pass their share of MaxSize.
 //
 // Cost. Loop takes a full sample (watch.Next: dump, doctor) every interval
-// while that fits a CPU budget, and spaces full samples out when it does
-// not (a dump of 100,000 sockets alone costs ~50 ms of kernel time); a
-// probe of the kernel's socket totals (/proc/net/sockstat, Tcp CurrEstab)
-// still runs every interval and forces a full sample when they jump.
+// while that fits a CPU budget for the whole recorder, and spaces full
+// samples out when it does not (a dump of 100,000 sockets alone costs
+// ~30 ms of kernel time); a probe of the kernel's socket totals
+// (/proc/net/sockstat, Tcp CurrEstab) still runs every interval, is stored
+// as that interval's tick with the counter deltas and the destroy-event
+// count, and forces a full sample when the totals jump.
 //
 // Reader opens a recording for `tcplens history` and `tcplens report`; it
 // never writes and never touches the kernel.

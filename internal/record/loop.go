@@ -3,6 +3,7 @@ package record
 import (
 	"context"
 	"fmt"
+	"math"
 	"syscall"
 	"time"
 
@@ -17,11 +18,12 @@ type LoopOptions struct {
 	Netns    string
 	Interval time.Duration
 	// CPUBudget is the share of one core (0.025 = 2.5%) that recording may
-	// use on average. A full sample (socket dump, doctor, write) that costs
-	// more than CPUBudget x Interval stretches the time to the next full
-	// sample; a probe of the kernel's socket totals still runs every
-	// Interval and forces a full sample at once when they jump. 0 takes a
-	// full sample every interval whatever it costs.
+	// use on average for full samples (socket dump, doctor, write). When a
+	// full sample costs more than CPUBudget x Interval, the next ones wait
+	// until the budget has earned their cost back (see cpuBudget); a probe
+	// of the kernel's socket totals still runs, and is stored as a tick,
+	// every Interval, and forces a full sample at once when they jump. 0
+	// takes a full sample every interval whatever it costs.
 	CPUBudget float64
 	// Procs: attribute sockets to processes only while something is wrong
 	// (ProcsAuto), always, or never.
@@ -60,9 +62,41 @@ const maxStretch = 30 * time.Second
 type LoopStats struct {
 	Probes      int `json:"probes"`
 	ProbeForced int `json:"full_samples_forced_by_probe"`
-	// FullInterval is the time between full samples at the end.
-	FullInterval time.Duration `json:"-"`
 }
+
+// cpuBudget paces full samples so that the recorder as a whole (full
+// samples, probes, ticks, the destroy-event reader) uses share of a core on
+// average: it earns share x wall time, is charged the process's CPU time,
+// and a full sample is due when the credit covers the last one's cost. The
+// budget is used in full (a 44 ms sample under 2.5% runs about every 1.8 s,
+// not every 2 s), and samples forced by a jump are paid back by the ones
+// after.
+type cpuBudget struct {
+	share  float64
+	credit time.Duration
+	cost   time.Duration // CPU time of the last full sample
+	last   time.Time     // when credit was last earned
+	used   time.Duration // process CPU time at the last charge
+}
+
+// account earns credit for the wall time since the last call and charges
+// the CPU time used since then (used is the process total).
+func (b *cpuBudget) account(now time.Time, used time.Duration) {
+	if !b.last.IsZero() && now.After(b.last) {
+		b.credit += time.Duration(math.Round(b.share * float64(now.Sub(b.last))))
+	}
+	if b.used > 0 && used > b.used {
+		b.credit -= used - b.used
+	}
+	b.last, b.used = now, used
+	// A long run of forced samples owes at most maxStretch's earnings, so
+	// the regular ones resume within about maxStretch once it ends.
+	if floor := -time.Duration(math.Round(b.share * float64(maxStretch))); b.credit < floor {
+		b.credit = floor
+	}
+}
+
+func (b *cpuBudget) due() bool { return b.share <= 0 || b.credit >= b.cost }
 
 // Loop records until ctx ends: a full sample every Interval as long as the
 // CPU budget allows, and a cheap probe in between. It returns nil when ctx
@@ -75,18 +109,17 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 	tick := time.NewTicker(opt.Interval)
 	defer tick.Stop()
 	var (
-		lastFull  time.Time
-		lastTrig  time.Time
-		hold      = max(procsHold, procsHoldSamples*opt.Interval)
-		fullEvery = opt.Interval
-		base      probe // the probe taken with the last full sample
-		prev      probe // the probe of the tick before
-		havePrev  bool
-		procs     = opt.Procs == ProcsAlways
-		events    uint64 // destroy events at the tick before
-		haveEv    bool
+		lastFull time.Time
+		lastTrig time.Time
+		hold     = max(procsHold, procsHoldSamples*opt.Interval)
+		budget   = cpuBudget{share: opt.CPUBudget}
+		base     probe // the probe taken with the last full sample
+		prev     probe // the probe of the tick before
+		havePrev bool
+		procs    = opt.Procs == ProcsAlways
+		events   uint64 // destroy events at the tick before
+		haveEv   bool
 	)
-	st.FullInterval = fullEvery
 	for {
 		now := time.Now()
 		p, err := readProbe(opt.Netns)
@@ -97,7 +130,8 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 			return st, err
 		}
 		st.Probes++
-		due := lastFull.IsZero() || now.Sub(lastFull) >= fullEvery-opt.Interval/10
+		budget.account(now, cpuTime())
+		due := lastFull.IsZero() || budget.due() || now.Sub(lastFull) >= maxStretch-opt.Interval/10
 		// Against the last full sample, so a rise spread over several
 		// probes counts too.
 		if !due && r.opt.Triggers.probeJump(base, p) {
@@ -123,10 +157,8 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 				}
 				return st, err
 			}
-			cost := cpuTime() - cpu0
+			budget.cost = cpuTime() - cpu0
 			lastFull = now
-			fullEvery = nextFull(cost, opt.Interval, opt.CPUBudget)
-			st.FullInterval = fullEvery
 			if r.triggered {
 				lastTrig = now
 			}
@@ -165,21 +197,6 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 		case <-tick.C:
 		}
 	}
-}
-
-// nextFull is the time to the next full sample: the interval, or longer
-// when the last one cost more than the budget allows, rounded up to whole
-// intervals so samples stay on the tick.
-func nextFull(cost, interval time.Duration, budget float64) time.Duration {
-	if budget <= 0 {
-		return interval
-	}
-	need := time.Duration(float64(cost) / budget)
-	if need <= interval {
-		return interval
-	}
-	n := (need + interval - 1) / interval
-	return min(n*interval, max(interval, maxStretch))
 }
 
 func worst(r *doctor.Report) doctor.Severity {

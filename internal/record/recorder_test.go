@@ -387,24 +387,51 @@ func TestOpenRejects(t *testing.T) {
 	}
 }
 
-func TestNextFull(t *testing.T) {
-	const iv = time.Second
+func TestCPUBudget(t *testing.T) {
+	// Each one-second tick costs 1 ms (probe, tick) and a full sample cost
+	// more: count the full samples over 1000 ticks and the CPU used.
 	for _, c := range []struct {
 		cost   time.Duration
-		budget float64
-		want   time.Duration
+		share  float64
+		lo, hi int
 	}{
-		{10 * time.Millisecond, 0.025, iv},
-		{25 * time.Millisecond, 0.025, iv},
-		{26 * time.Millisecond, 0.025, 2 * iv},
-		{60 * time.Millisecond, 0.025, 3 * iv},
-		{time.Second, 0.025, maxStretch},
-		{time.Second, 0, iv},
+		{10 * time.Millisecond, 0.025, 1000, 1000},
+		{24 * time.Millisecond, 0.025, 999, 1000}, // the first sample is paid back first
+		{44 * time.Millisecond, 0.025, 540, 550},  // 1000 x (25 - 1) / 44 = 545
+		{60 * time.Millisecond, 0.025, 395, 405},  // 400
+		{time.Second, 0, 1000, 1000},
 	} {
-		if got := nextFull(c.cost, iv, c.budget); got != c.want {
-			t.Errorf("nextFull(%s, %g) = %s, want %s", c.cost, c.budget, got, c.want)
+		b := cpuBudget{share: c.share}
+		n := 0
+		used := time.Millisecond
+		for i := range 1000 {
+			b.account(t0.Add(time.Duration(i)*time.Second), used)
+			used += time.Millisecond
+			if i == 0 || b.due() {
+				used += c.cost
+				b.cost = c.cost
+				n++
+			}
+		}
+		if n < c.lo || n > c.hi {
+			t.Errorf("cost %s, share %g: %d full samples in 1000 ticks, want %d..%d", c.cost, c.share, n, c.lo, c.hi)
+		}
+		if avg := float64(used) / float64(1000*time.Second); c.share > 0 && c.cost > 25*time.Millisecond && avg > c.share*1.01 {
+			t.Errorf("cost %s: used %.2f%% of a core, budget %.2f%%", c.cost, avg*100, c.share*100)
 		}
 	}
+	// Forced samples run the credit down, but at most maxStretch's worth.
+	b := cpuBudget{share: 0.025, cost: 50 * time.Millisecond}
+	b.account(t0, time.Millisecond)
+	b.account(t0.Add(time.Second), 5*time.Second)
+	if want := -750 * time.Millisecond; b.credit != want {
+		t.Errorf("credit after 5 s of forced samples: %s, want the floor %s", b.credit, want)
+	}
+	b.account(t0.Add(maxStretch+3*time.Second), 5*time.Second)
+	if !b.due() {
+		t.Errorf("not due %s after a run of forced samples", maxStretch+3*time.Second)
+	}
+
 	tr := DefaultTriggers()
 	base := probe{Sockstat: kernel.Sockstat{InUse: 10, TW: 1000}, CurrEstab: 500}
 	for _, c := range []struct {
