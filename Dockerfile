@@ -1,7 +1,7 @@
 # The tcplens image: one static binary on an empty root, as
 # deploy/kubernetes/tcplens-daemonset.yaml runs it.
 #
-#   docker build -t registry.example.com/tcplens:v0 .
+#   docker build --build-arg VERSION=v0 -t registry.example.com/tcplens:v0 .
 #
 # deploy/deploy_test.go (TestImageRoot) builds the binary with the RUN line
 # below and runs it in a read-only root that holds nothing else.
@@ -10,7 +10,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags=-s -o /out/tcplens ./cmd/tcplens
+ARG VERSION=(devel)
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -X main.version=${VERSION}" -o /out/tcplens ./cmd/tcplens
 
 FROM scratch
 COPY --from=build /out/tcplens /tcplens

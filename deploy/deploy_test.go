@@ -7,6 +7,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -262,39 +265,37 @@ func TestDaemonSet(t *testing.T) {
 	}
 }
 
-// TestImageRoot builds tcplens with the Dockerfile's own build command and
-// runs it the way the image does: alone on a read-only root (FROM
-// scratch), with only /proc mounted, inside a test namespace. No container
-// engine runs here, so this checks what the image needs, not docker build.
+// TestImageRoot builds tcplens with the Dockerfile's own build line and
+// runs it the way the image runs in the DaemonSet: alone on a read-only
+// root (FROM scratch) with only /proc mounted, with no capability but
+// DAC_READ_SEARCH and SYS_PTRACE (plus SYS_CHROOT, which the chroot into
+// the root needs), inside a test namespace. No container engine runs here,
+// so this checks what the image needs, not docker build itself.
 func TestImageRoot(t *testing.T) {
 	df, err := os.ReadFile("../Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var build []string
+	var build string
 	stages := 0
 	for _, line := range strings.Split(string(df), "\n") {
 		if strings.HasPrefix(line, "FROM ") {
 			stages++
 		}
 		if rest, ok := strings.CutPrefix(line, "RUN CGO_ENABLED=0 go build "); ok {
-			build = strings.Fields(rest)
+			build = "CGO_ENABLED=0 go build " + rest
 		}
 	}
-	if build == nil || !strings.Contains(string(df), "\nFROM scratch\n") || !strings.Contains(string(df), `ENTRYPOINT ["/tcplens"]`) || stages != 2 {
-		t.Fatalf("Dockerfile: want a CGO_ENABLED=0 build stage and a scratch stage with ENTRYPOINT /tcplens:\n%s", df)
+	if build == "" || !strings.Contains(build, " -o /out/tcplens ") || !strings.Contains(string(df), "\nFROM scratch\n") ||
+		!strings.Contains(string(df), "COPY --from=build /out/tcplens /tcplens\n") || !strings.Contains(string(df), `ENTRYPOINT ["/tcplens"]`) || stages != 2 {
+		t.Fatalf("Dockerfile: want a CGO_ENABLED=0 build to /out/tcplens and a scratch stage with it as ENTRYPOINT /tcplens:\n%s", df)
 	}
 	root := t.TempDir()
-	for i, a := range build {
-		if a == "-o" && i+1 < len(build) {
-			build[i+1] = filepath.Join(root, "tcplens")
-		}
-	}
-	cmd := exec.Command("go", append([]string{"build"}, build...)...)
+	cmd := exec.Command("sh", "-c", strings.Replace(build, " -o /out/tcplens ", " -o "+filepath.Join(root, "tcplens")+" ", 1))
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), "VERSION=image-test")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v: %v\n%s", build, err, out)
+		t.Fatalf("%s: %v\n%s", build, err, out)
 	}
 	if err := os.Mkdir(filepath.Join(root, "proc"), 0o555); err != nil {
 		t.Fatal(err)
@@ -306,12 +307,16 @@ func TestImageRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	image := func(ctx context.Context, args ...string) *exec.Cmd {
+		script := `set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; mount -t proc proc "$1/proc"; r=$1; shift
+exec setpriv --bounding-set=-all,+dac_read_search,+sys_ptrace,+sys_chroot unshare --root="$r" /tcplens "$@"`
+		return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root}, args...)...)
+	}
 	inImage := func(args ...string) ([]byte, string, int) {
 		t.Helper()
-		script := `set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; mount -t proc proc "$1/proc"; r=$1; shift; exec chroot "$r" /tcplens "$@"`
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root}, args...)...)
+		c := image(ctx, args...)
 		var stderr bytes.Buffer
 		c.Stderr = &stderr
 		out, err := c.Output()
@@ -323,9 +328,12 @@ func TestImageRoot(t *testing.T) {
 		}
 		return out, stderr.String(), code
 	}
-	out, _, code := inImage("summary", "--json")
+	if out, errs, _ := inImage("version"); !bytes.HasPrefix(out, []byte("tcplens image-test ")) {
+		t.Errorf("version in the image root: %q %s, want the VERSION build argument", out, errs)
+	}
+	out, errs, code := inImage("summary", "--json")
 	if code != 0 || !bytes.Contains(out, []byte(`"127.0.0.1:7300"`)) {
-		t.Fatalf("summary in the image root: exit %d, want the test's listener 127.0.0.1:7300:\n%s", code, out)
+		t.Fatalf("summary in the image root: exit %d %s, want the test's listener 127.0.0.1:7300:\n%s", code, errs, out)
 	}
 	var sum struct {
 		Processes []struct {
@@ -342,12 +350,47 @@ func TestImageRoot(t *testing.T) {
 	if !owner {
 		t.Errorf("summary in the image root did not attribute the listener to this process (%d): %s", os.Getpid(), out)
 	}
-	if out, _, code := inImage("doctor", "--interval", "0", "--json"); code > 2 || !json.Valid(out) {
-		t.Errorf("doctor in the image root: exit %d:\n%s", code, out)
+	if out, errs, code := inImage("doctor", "--interval", "0", "--json"); code > 2 || !json.Valid(out) {
+		t.Errorf("doctor in the image root: exit %d %s:\n%s", code, errs, out)
 	}
-	// The read-only root must not matter: record is the one command that
-	// writes, and it fails cleanly there with a one-line error.
+	// record is the one command that writes: on the read-only root it must
+	// fail with a one-line error.
 	if _, errs, code := inImage("record", "--db", "/tcplens.db", "--duration", "1s"); code == 0 || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "read-only file system") {
 		t.Errorf("record on the read-only image root: exit %d, stderr %q: want one line saying the file system is read-only", code, errs)
+	}
+
+	// serve, the image's CMD, scraped from inside the namespace.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := image(ctx, "serve", "--listen", "127.0.0.1:9917", "--interval", "200ms")
+	var srvErr bytes.Buffer
+	srv.Stderr = &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Kill()
+		srv.Wait()
+	}()
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return ns.Dial(ctx, &net.Dialer{}, network, addr)
+		},
+	}}
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		resp, err := client.Get("http://127.0.0.1:9917/metrics")
+		if err != nil {
+			continue
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && bytes.Contains(body, []byte("tcplens_scrape_success 1")) {
+			break
+		}
+	}
+	// Two listeners: the test's and serve's own.
+	if !bytes.Contains(body, []byte("tcplens_scrape_success 1")) || !bytes.Contains(body, []byte(`tcplens_sockets{state="LISTEN"} 2`)) {
+		t.Errorf("serve in the image root: want a successful scrape with both listeners; stderr %s\n%.2000s", srvErr.String(), body)
 	}
 }

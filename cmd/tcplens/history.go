@@ -53,7 +53,8 @@ type historyView struct {
 	BucketSeconds float64           `json:"bucket_seconds"`
 	States        []stateRow        `json:"states"`
 	// Ticks has every interval (or the largest totals per bucket): kernel
-	// totals, destroy events and counter deltas, also between full samples.
+	// totals, destroy events and retransmitted segments, also between full
+	// samples.
 	Ticks             []tickRow        `json:"ticks"`
 	TickBucketSeconds float64          `json:"tick_bucket_seconds"`
 	Findings          []record.Finding `json:"findings"`
@@ -214,15 +215,16 @@ func bucketWidth(span time.Duration, rows int) time.Duration {
 // tickRow is one tick, or a bucket of ticks: the largest totals, and the
 // sums of destroy events and retransmitted segments.
 type tickRow struct {
-	Time        time.Time `json:"time"`
-	Ticks       int       `json:"ticks"`
-	FullSamples int       `json:"full_samples"`
-	TimeWait    int       `json:"time_wait"`
-	InUse       int       `json:"in_use"`
-	CurrEstab   int       `json:"curr_estab"`
-	Orphan      int       `json:"orphan"`
-	Closed      *int64    `json:"closed,omitempty"`
-	RetransSegs int64     `json:"retrans_segs"`
+	Time          time.Time `json:"time"`
+	Ticks         int       `json:"ticks"`
+	FullSamples   int       `json:"full_samples"`
+	TimeWait      int       `json:"time_wait"`
+	InUse         int       `json:"in_use"`
+	CurrEstab     int       `json:"curr_estab"`
+	Orphan        int       `json:"orphan"`
+	Closed        *int64    `json:"closed,omitempty"`
+	ClosedDropped int64     `json:"closed_dropped,omitempty"` // Closed is a lower bound when > 0
+	RetransSegs   int64     `json:"retrans_segs"`
 }
 
 // bucketTicks returns one row per tick when they fit in rows, else one per
@@ -256,6 +258,7 @@ func bucketTicks(ticks []record.Tick, rows int) ([]tickRow, time.Duration) {
 			}
 			*r.Closed += *tk.Closed
 		}
+		r.ClosedDropped += tk.ClosedDropped
 		r.RetransSegs += tk.Counters["Tcp.RetransSegs"]
 	}
 	return out, bucket
@@ -329,6 +332,9 @@ func writeHistory(w io.Writer, v *historyView, bucket, tickBucket time.Duration)
 			closed := "-"
 			if r.Closed != nil {
 				closed = strconv.FormatInt(*r.Closed, 10)
+				if r.ClosedDropped > 0 { // a lower bound: say so
+					closed = fmt.Sprintf(">=%d (%d lost)", *r.Closed, r.ClosedDropped)
+				}
 			}
 			full := ""
 			if r.FullSamples > 0 {

@@ -174,6 +174,19 @@ func (l *Listener) RcvBuf() int { return l.rcvbuf }
 // Events returns the number of destroy events processed since Listen.
 func (l *Listener) Events() uint64 { return l.events.Load() }
 
+// Dropped returns the number of destroy events lost since Listen: from the
+// socket's drop counter when /proc/net/netlink can be read (exact), else the
+// number of ENOBUFS errors, each of which stands for at least one lost
+// event.
+func (l *Listener) Dropped() (n uint64, exact bool) {
+	l.smu.Lock() // readDrops seeks the shared /proc file
+	defer l.smu.Unlock()
+	if d, err := l.readDrops(); err == nil {
+		return d, true
+	}
+	return l.overruns.Load(), false
+}
+
 // Err returns the error that stopped the reader, if any.
 func (l *Listener) Err() error {
 	l.mu.Lock()

@@ -249,6 +249,10 @@ func TestDroppedEventsAreReported(t *testing.T) {
 	if got := uint64(w.Total.Closed) + w.Dropped; got != 2*n {
 		t.Errorf("closed %d + dropped %d = %d, want %d", w.Total.Closed, w.Dropped, got, 2*n)
 	}
+	// The running totals (what record's ticks read) agree with the window.
+	if d, exact := l.Dropped(); d != w.Dropped || !exact || l.Events()+d != 2*n {
+		t.Errorf("Dropped() = %d (exact %v), Events() = %d: want %d dropped and %d in all", d, exact, l.Events(), w.Dropped, 2*n)
+	}
 	t.Logf("rcvbuf %d: %d events processed, %d dropped, %d ENOBUFS", l.RcvBuf(), w.Total.Closed, w.Dropped, w.Overruns)
 }
 

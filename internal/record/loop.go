@@ -17,10 +17,11 @@ import (
 type LoopOptions struct {
 	Netns    string
 	Interval time.Duration
-	// CPUBudget is the share of one core (0.025 = 2.5%) that recording may
-	// use on average for full samples (socket dump, doctor, write). When a
-	// full sample costs more than CPUBudget x Interval, the next ones wait
-	// until the budget has earned their cost back (see cpuBudget); a probe
+	// CPUBudget is the share of one core (0.025 = 2.5%) that the recorder
+	// may use on average (full samples, probes, ticks, the destroy-event
+	// reader). When a full sample costs more than the budget allows every
+	// Interval, the next ones wait until the budget has earned their cost
+	// back (see cpuBudget); a probe
 	// of the kernel's socket totals still runs, and is stored as a tick,
 	// every Interval, and forces a full sample at once when they jump. 0
 	// takes a full sample every interval whatever it costs.
@@ -60,6 +61,7 @@ const maxStretch = 30 * time.Second
 
 // LoopStats add what the loop did to the recorder's Stats.
 type LoopStats struct {
+	// Probes counts the probes of the kernel's totals, one per stored tick.
 	Probes      int `json:"probes"`
 	ProbeForced int `json:"full_samples_forced_by_probe"`
 }
@@ -118,6 +120,7 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 		havePrev bool
 		procs    = opt.Procs == ProcsAlways
 		events   uint64 // destroy events at the tick before
+		dropped  uint64 // and those lost
 		haveEv   bool
 	)
 	for {
@@ -129,7 +132,6 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 			}
 			return st, err
 		}
-		st.Probes++
 		budget.account(now, cpuTime())
 		due := lastFull.IsZero() || budget.due() || now.Sub(lastFull) >= maxStretch-opt.Interval/10
 		// Against the last full sample, so a rise spread over several
@@ -177,20 +179,21 @@ func Loop(ctx context.Context, w *watch.Watcher, r *Recorder, opt LoopOptions) (
 		if havePrev {
 			tk.Counters = counterDeltas(prev.Counters, p.Counters)
 		}
-		if n, ok := w.ChurnEvents(); ok {
-			if haveEv && n >= events {
+		if n, d, ok := w.ChurnEvents(); ok {
+			if haveEv && n >= events && d >= dropped {
 				c := int64(n - events)
 				tk.Closed = &c
+				tk.ClosedDropped = int64(d - dropped)
 			}
-			events, haveEv = n, true
+			events, dropped, haveEv = n, d, true
 		}
 		prev, havePrev = p, true
-		if err := r.Tick(ctx, tk); err != nil {
-			if ctx.Err() != nil {
-				return st, nil
-			}
+		// The probe is taken: store it even when ctx ended meanwhile (a
+		// --duration run keeps its last interval).
+		if err := r.Tick(context.WithoutCancel(ctx), tk); err != nil {
 			return st, err
 		}
+		st.Probes++
 		select {
 		case <-ctx.Done():
 			return st, nil

@@ -99,13 +99,13 @@ var migrations = []string{
 	// socket dump (/proc/net/sockstat{,6}, Tcp CurrEstab), the counter
 	// deltas since the tick before (JSON object of the non-zero ones) and
 	// the connections closed in the interval (destroy events; NULL when
-	// churn is off).
+	// churn is off) with the events lost in it.
 	`CREATE TABLE ticks(
 	id INTEGER PRIMARY KEY,
 	t INTEGER NOT NULL,
 	sample_id INTEGER,
 	time_wait INTEGER NOT NULL, in_use INTEGER NOT NULL, orphan INTEGER NOT NULL, curr_estab INTEGER NOT NULL,
-	closed INTEGER,
+	closed INTEGER, closed_dropped INTEGER NOT NULL,
 	counters TEXT NOT NULL
 );
 CREATE INDEX ticks_t ON ticks(t);`,

@@ -25,7 +25,10 @@ type Tick struct {
 	CurrEstab int `json:"curr_estab"`
 	// Closed is the number of destroy events since the tick before (both
 	// ends of a connection inside the namespace count); nil without churn.
-	Closed *int64 `json:"closed,omitempty"`
+	// ClosedDropped counts the events the kernel could not deliver in that
+	// interval (receive buffer full): Closed is then a lower bound.
+	Closed        *int64 `json:"closed,omitempty"`
+	ClosedDropped int64  `json:"closed_dropped,omitempty"`
 	// Counters are the non-zero deltas of Counters since the tick before.
 	Counters map[string]int64 `json:"counters,omitempty"`
 }
@@ -53,8 +56,8 @@ func (r *Recorder) Tick(ctx context.Context, t Tick) error {
 		return fmt.Errorf("record tick to %s: %w", r.path, err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "INSERT INTO ticks(t, sample_id, time_wait, in_use, orphan, curr_estab, closed, counters) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
-		t.Time.UnixMilli(), sample, t.TimeWait, t.InUse, t.Orphan, t.CurrEstab, closed, string(counters)); err != nil {
+	if _, err := tx.ExecContext(ctx, "INSERT INTO ticks(t, sample_id, time_wait, in_use, orphan, curr_estab, closed, closed_dropped, counters) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		t.Time.UnixMilli(), sample, t.TimeWait, t.InUse, t.Orphan, t.CurrEstab, closed, t.ClosedDropped, string(counters)); err != nil {
 		return fmt.Errorf("record tick to %s: %w", r.path, err)
 	}
 	if err := r.retain(ctx, tx, t.Time); err != nil {
@@ -81,7 +84,7 @@ func (r *Reader) Ticks(ctx context.Context, w Window) ([]Tick, error) {
 		return nil, nil
 	}
 	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT t, sample_id, time_wait, in_use, orphan, curr_estab, closed, counters
+	rows, err := r.db.QueryContext(ctx, `SELECT t, sample_id, time_wait, in_use, orphan, curr_estab, closed, closed_dropped, counters
 		FROM ticks WHERE t >= ? AND t <= ? ORDER BY t, id`, lo, hi)
 	if err != nil {
 		return nil, r.wrap(err)
@@ -95,7 +98,7 @@ func (r *Reader) Ticks(ctx context.Context, w Window) ([]Tick, error) {
 			sample, closed sql.NullInt64
 			counters       string
 		)
-		if err := rows.Scan(&ms, &sample, &t.TimeWait, &t.InUse, &t.Orphan, &t.CurrEstab, &closed, &counters); err != nil {
+		if err := rows.Scan(&ms, &sample, &t.TimeWait, &t.InUse, &t.Orphan, &t.CurrEstab, &closed, &t.ClosedDropped, &counters); err != nil {
 			return nil, r.wrap(err)
 		}
 		t.Time = time.UnixMilli(ms)

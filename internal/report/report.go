@@ -164,7 +164,15 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 
 	// Every interval, when full samples were spaced out: the kernel's own
 	// totals and the destroy events, so a spike between full samples shows.
-	if len(ticks) > len(samples) {
+	// Only when some interval had no full sample: otherwise the charts
+	// above already show every interval.
+	spaced := 0
+	for _, tk := range ticks {
+		if tk.SampleID == 0 {
+			spaced++
+		}
+	}
+	if spaced > 0 {
 		series := []Series{
 			{Name: "TIME_WAIT", Color: stateColors[sockdiag.TimeWait]},
 			{Name: "ESTAB+CLOSE_WAIT", Color: stateColors[sockdiag.Established]},
@@ -172,6 +180,8 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 			{Name: "orphans", Color: stateColors[sockdiag.FinWait1]},
 		}
 		closed := Series{Name: "destroy events per second", Color: "#000"}
+		lost := Series{Name: "destroy events lost per second (the line above is then a lower bound)", Color: "#d62728"}
+		anyLost := false
 		for i, tk := range ticks {
 			for j, v := range []int{tk.TimeWait, tk.CurrEstab, tk.InUse, tk.Orphan} {
 				series[j].Points = append(series[j].Points, Point{tk.Time, float64(v)})
@@ -179,13 +189,19 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 			if i > 0 && tk.Closed != nil {
 				if d := tk.Time.Sub(ticks[i-1].Time).Seconds(); d > 0 {
 					closed.Points = append(closed.Points, Point{tk.Time, float64(*tk.Closed) / d})
+					lost.Points = append(lost.Points, Point{tk.Time, float64(tk.ClosedDropped) / d})
+					anyLost = anyLost || tk.ClosedDropped > 0
 				}
 			}
 		}
 		r.Ticks = len(ticks)
 		r.Charts = append(r.Charts, chart("Every interval: kernel socket totals (full samples were spaced out)", "sockets", series))
 		if len(closed.Points) > 0 {
-			r.Charts = append(r.Charts, chart("Every interval: connections closed (destroy events, both ends)", "events/s", []Series{closed}))
+			series := []Series{closed}
+			if anyLost {
+				series = append(series, lost)
+			}
+			r.Charts = append(r.Charts, chart("Every interval: connections closed (destroy events, both ends)", "events/s", series))
 		}
 	}
 
@@ -324,8 +340,6 @@ func topSeries[T any](rows []T, top int, samples []record.Sample, id func(T) int
 	return out
 }
 
-// downsample keeps at most n points, the largest value of each run, so
-// spikes survive.
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
 		return b
@@ -340,6 +354,8 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
+// downsample keeps at most n points, the largest value of each run, so
+// spikes survive.
 func downsample(ps []Point, n int) []Point {
 	if len(ps) <= n || n < 1 {
 		return ps

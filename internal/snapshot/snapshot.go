@@ -165,6 +165,7 @@ func (s *Snapshot) collect(ctx context.Context, d *sockdiag.Dumper) error {
 	s.Dump.Batches += st.Batches
 	s.Dump.Skipped += st.Skipped
 	s.Dump.Interrupted = s.Dump.Interrupted || st.Interrupted
+	s.Dump.OneWalk = s.Dump.OneWalk && st.OneWalk
 	if st.LastParseError != nil {
 		s.Dump.LastParseError = st.LastParseError
 	}

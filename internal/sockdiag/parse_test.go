@@ -214,3 +214,31 @@ func TestNoAllocationPerSocket(t *testing.T) {
 		t.Fatalf("parsed %d sockets, want %d", n, 22*50)
 	}
 }
+
+// TestOneWalkRefusal feeds handleBatch the answers a kernel without
+// TCPDIAG_GETSOCK gives, and checks that only those make the dumper fall
+// back to one request per family.
+func TestOneWalkRefusal(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		batch   []byte
+		refused bool
+	}{
+		{"no handler", nlmsg(unix.NLMSG_ERROR, 1, errnoBytes(unix.EOPNOTSUPP)), true},
+		{"unknown type", nlmsg(unix.NLMSG_ERROR, 1, errnoBytes(unix.EINVAL)), true},
+		{"permission", nlmsg(unix.NLMSG_ERROR, 1, errnoBytes(unix.EPERM)), false},
+		{"empty table", nlmsg(unix.NLMSG_DONE, 1, []byte{0, 0, 0, 0}), false},
+		{"sockets", append(nlmsg(tcpDiagGetSock, 1, msg(unix.AF_INET, Listen)), nlmsg(unix.NLMSG_DONE, 1, []byte{0, 0, 0, 0})...), false},
+	} {
+		d := &Dumper{}
+		var st Stats
+		var s Socket
+		done, supported, err := d.handleBatch(c.batch, 1, &s, &st, func(*Socket) error { return nil })
+		if !done {
+			t.Fatalf("%s: batch not finished", c.name)
+		}
+		if got := refused(st.Sockets+st.Skipped > 0, supported, err); got != c.refused {
+			t.Errorf("%s: refused = %v (supported %v, err %v), want %v", c.name, got, supported, err, c.refused)
+		}
+	}
+}

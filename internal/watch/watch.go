@@ -128,16 +128,17 @@ func (w *Watcher) Close() error {
 	return err
 }
 
-// ChurnEvents returns the number of destroy events processed since the
-// listener started; ok is false while there is no listener (Churn off, or
-// before the first sample).
-func (w *Watcher) ChurnEvents() (n uint64, ok bool) {
+// ChurnEvents returns the number of destroy events processed and lost
+// since the listener started (see churn.Listener.Dropped); ok is false
+// while there is no listener (Churn off, or before the first sample).
+func (w *Watcher) ChurnEvents() (processed, dropped uint64, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.events == nil {
-		return 0, false
+		return 0, 0, false
 	}
-	return w.events.Events(), true
+	dropped, _ = w.events.Dropped()
+	return w.events.Events(), dropped, true
 }
 
 // SetProcs turns process attribution on or off for the following samples
