@@ -7,11 +7,13 @@
 #   tcplens record --netns NS --interval 1s --db WORK/rec.db [EXTRA]
 #
 # and, after WARM seconds, reads utime+stime of the recorder from
-# /proc/PID/stat over SECS seconds (default 50: TIME_WAIT sockets live
-# exactly 60 s and generating 100k takes ~3-5 s, so the whole window sees
-# the full table; the sockstat timewait count is reported at both ends).
+# /proc/PID/stat over SECS seconds (default 45: TIME_WAIT sockets live
+# exactly 60 s, generating 100k takes ~3-5 s and the references below
+# ~2 s, so the whole window sees the full table; the sockstat timewait
+# count is reported at both ends).
 # In the same run it measures the reference: the CPU time of one bare
-# netlink dump of the same table (bench/rawcount, the floor of any socket
+# netlink dump of the same table (bench/rawcount, per family as ss asks,
+# and -one-walk as tcplens asks; the floor of any socket
 # dump), so the result can be read as "how many dumps per second".
 #
 # Usage: sudo bash bench/record.sh
@@ -22,7 +24,7 @@ set -euo pipefail
 export LC_ALL=C
 
 N=${N:-100000}
-SECS=${SECS:-50}
+SECS=${SECS:-45}
 WARM=${WARM:-3}
 EXTRA=${EXTRA:-}
 
@@ -32,7 +34,7 @@ log() { echo "record.sh: $*" >&2; }
 [[ $N =~ ^[0-9]+$ ]] || die "N must be a number"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "SECS must be a positive number"
 [[ $(id -u) == 0 ]] || die "needs root (network namespaces): sudo bash bench/record.sh"
-((WARM + SECS + 3 <= 60)) || log "warning: WARM+SECS+generation exceeds the 60 s TIME_WAIT life; the table will shrink during the window"
+((WARM + SECS + 7 <= 60)) || log "warning: WARM+SECS+generation exceeds the 60 s TIME_WAIT life; the table will shrink during the window"
 
 cd "$(dirname "$0")/.."
 NS=tl-brec-$$
