@@ -71,8 +71,8 @@ all, connected, synchronized, bucket and big.`,
 			if err != nil {
 				return fmt.Errorf("list sockets: %w", err)
 			}
-			if table != nil && table.Unreadable > 0 && !g.json {
-				fmt.Fprintf(cmd.ErrOrStderr(), "note: %d processes could not be inspected; run as root to see every owner\n", table.Unreadable)
+			if note := table.UnreadableNote(); note != "" && !g.json {
+				fmt.Fprintln(cmd.ErrOrStderr(), "note: "+note)
 			}
 			return nil
 		},

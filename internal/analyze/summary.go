@@ -45,8 +45,8 @@ func Notes(s *snapshot.Snapshot) []string {
 	if s.Dump.Skipped > 0 {
 		n = append(n, "skipped "+strconv.Itoa(s.Dump.Skipped)+" malformed netlink messages: "+s.Dump.LastParseError.Error())
 	}
-	if s.Procs != nil && s.Procs.Unreadable > 0 {
-		n = append(n, strconv.Itoa(s.Procs.Unreadable)+" processes could not be inspected (run as root to see every socket owner)")
+	if note := s.Procs.UnreadableNote(); note != "" {
+		n = append(n, note)
 	}
 	return n
 }

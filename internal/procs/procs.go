@@ -41,6 +41,24 @@ type Table struct {
 	// or another error than the process exiting), so the caller can say
 	// "N processes not visible, run as root".
 	Unreadable int
+	// AsRoot says the scan ran with effective uid 0, so Unreadable
+	// processes are hidden by something root cannot pass (a security
+	// module, a container runtime's protected init), not by permissions
+	// root would have.
+	AsRoot bool
+}
+
+// UnreadableNote explains Unreadable in one line, or returns "" when every
+// process could be read.
+func (t *Table) UnreadableNote() string {
+	if t == nil || t.Unreadable == 0 {
+		return ""
+	}
+	n := strconv.Itoa(t.Unreadable)
+	if t.AsRoot {
+		return n + " processes could not be inspected even as root (their /proc/PID/fd links are protected, e.g. by a security module or a container's init): their sockets have no owner"
+	}
+	return n + " processes could not be inspected (run as root to see every socket owner)"
 }
 
 // Owners returns the processes holding the socket inode, sorted by PID, or
@@ -70,6 +88,7 @@ func Scan(ctx context.Context, root string) (*Table, error) {
 	t := &Table{
 		Procs:   make(map[int]*Process, len(all)),
 		byInode: make(map[uint32][]*Process),
+		AsRoot:  os.Geteuid() == 0,
 	}
 	for _, p := range all {
 		if err := ctx.Err(); err != nil {

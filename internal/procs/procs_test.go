@@ -79,6 +79,14 @@ func TestScanFakeRoot(t *testing.T) {
 	if tab.Unreadable != 1 {
 		t.Errorf("Unreadable = %d, want 1", tab.Unreadable)
 	}
+	// Tests run as root: the note must not tell root to run as root.
+	if note := tab.UnreadableNote(); !tab.AsRoot || !strings.Contains(note, "even as root") {
+		t.Errorf("as root (%v): note %q", tab.AsRoot, note)
+	}
+	tab.AsRoot = false
+	if note := tab.UnreadableNote(); !strings.HasPrefix(note, "1 processes could not be inspected (run as root") {
+		t.Errorf("not root: note %q", note)
+	}
 	if len(tab.Procs) != 3 {
 		t.Fatalf("got %d processes, want 100, 200 and 300: %v", len(tab.Procs), tab.Procs)
 	}
