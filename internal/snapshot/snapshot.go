@@ -161,14 +161,7 @@ func (s *Snapshot) collect(ctx context.Context, d *sockdiag.Dumper) error {
 	if err != nil {
 		return fmt.Errorf("dump sockets: %w", err)
 	}
-	s.Dump.Sockets += st.Sockets
-	s.Dump.Batches += st.Batches
-	s.Dump.Skipped += st.Skipped
-	s.Dump.Interrupted = s.Dump.Interrupted || st.Interrupted
-	s.Dump.OneWalk = s.Dump.OneWalk && st.OneWalk
-	if st.LastParseError != nil {
-		s.Dump.LastParseError = st.LastParseError
-	}
+	s.Dump.Add(st)
 	s.TimeWait, s.TimeWaitTotal = tally.groups()
 	return nil
 }

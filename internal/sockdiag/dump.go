@@ -34,12 +34,21 @@ type Stats struct {
 	// Interrupted is set when the kernel flagged NLM_F_DUMP_INTR: the socket
 	// tables changed during the dump, so a socket may be missing or doubled.
 	Interrupted bool
-	// UnsupportedFamilies lists families the kernel has no diag handler for
-	// (e.g. IPv6 disabled). A one-walk dump of both families cannot tell.
-	UnsupportedFamilies []uint8
 	// OneWalk is set when both families came from a single walk (the
 	// TCPDIAG_GETSOCK request) rather than one request per family.
 	OneWalk bool
+}
+
+// Add merges the stats of a later dump into st.
+func (st *Stats) Add(o Stats) {
+	st.Sockets += o.Sockets
+	st.Batches += o.Batches
+	st.Skipped += o.Skipped
+	if o.LastParseError != nil {
+		st.LastParseError = o.LastParseError
+	}
+	st.Interrupted = st.Interrupted || o.Interrupted
+	st.OneWalk = st.OneWalk && o.OneWalk
 }
 
 // Dumper owns one NETLINK_SOCK_DIAG socket. The socket belongs to the
@@ -50,7 +59,7 @@ type Dumper struct {
 	seq uint32
 	buf []byte
 	in  Interner
-	req [sizeofNlmsg + sizeofReqV2]byte
+	req [sizeofNlmsg + max(sizeofReqV1, sizeofReqV2)]byte
 	// noOneWalk remembers that this kernel refused TCPDIAG_GETSOCK.
 	noOneWalk bool
 }
@@ -115,77 +124,54 @@ func (d *Dumper) Dump(ctx context.Context, r Request, fn func(*Socket) error) (S
 		// Every inet_diag_req_v2 dump walks the whole established hash,
 		// which holds both families, and skips the other family's sockets:
 		// two requests walk it twice. The older TCPDIAG_GETSOCK request
-		// dumps with family AF_UNSPEC, so one walk returns both: at 100,000
-		// sockets about 40% less kernel CPU, at 1M a quarter less wall time
-		// (docs/BENCHMARKS.md "One walk").
-		ok, err := d.dumpOneWalk(ctx, states, ext, &s, &st, fn)
-		if ok || err != nil {
-			st.OneWalk = ok
+		// (struct inet_diag_req) dumps with family AF_UNSPEC, so one walk
+		// returns both: at 100,000 sockets about 40% less kernel CPU, at 1M
+		// a quarter less wall time (docs/BENCHMARKS.md "One walk").
+		// idiag_family, src_len and dst_len stay 0.
+		var body [sizeofReqV1]byte
+		body[3] = ext
+		le.PutUint32(body[4+sizeofSockID:], uint32(states))
+		before := st.Sockets + st.Skipped
+		supported, err := d.request(ctx, tcpDiagGetSock, body[:], &s, &st, fn)
+		if !refused(st.Sockets+st.Skipped > before, supported, err) {
+			st.OneWalk = true
 			return st, err
 		}
 		d.noOneWalk = true
 	}
 	for _, fam := range fams {
-		supported, err := d.dumpFamily(ctx, fam, states, ext, &s, &st, fn)
-		if err != nil {
+		// struct inet_diag_req_v2: family, protocol, ext, pad, states, then
+		// a zero inet_diag_sockid (no filter). A family without a diag
+		// handler (IPv6 disabled) answers "not supported": nothing to list.
+		var body [sizeofReqV2]byte
+		body[0], body[1], body[2] = fam, unix.IPPROTO_TCP, ext
+		le.PutUint32(body[4:], uint32(states))
+		if _, err := d.request(ctx, sockDiagByFamily, body[:], &s, &st, fn); err != nil {
 			return st, err
-		}
-		if !supported {
-			st.UnsupportedFamilies = append(st.UnsupportedFamilies, fam)
 		}
 	}
 	return st, nil
 }
 
-func (d *Dumper) dumpFamily(ctx context.Context, fam uint8, states StateMask, ext uint8, s *Socket, st *Stats, fn func(*Socket) error) (bool, error) {
+// request sends one dump request of type typ with body and passes every
+// socket of the reply to fn. supported is false when the kernel has no
+// handler for the request.
+func (d *Dumper) request(ctx context.Context, typ uint16, body []byte, s *Socket, st *Stats, fn func(*Socket) error) (supported bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return true, err
 	}
 	d.seq++
-	seq := d.seq
-	b := d.req[:]
-	clear(b)
+	b := d.req[:sizeofNlmsg+len(body)]
 	le.PutUint32(b[0:], uint32(len(b)))
-	le.PutUint16(b[4:], sockDiagByFamily)
+	le.PutUint16(b[4:], typ)
 	le.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(b[8:], seq)
-	b[16] = fam
-	b[17] = unix.IPPROTO_TCP
-	b[18] = ext
-	le.PutUint32(b[20:], uint32(states))
+	le.PutUint32(b[8:], d.seq)
+	le.PutUint32(b[12:], 0)
+	copy(b[sizeofNlmsg:], body)
 	if err := unix.Sendto(d.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return true, fmt.Errorf("send inet_diag request: %w", err)
 	}
-	return d.drain(ctx, seq, s, st, fn)
-}
-
-// dumpOneWalk sends a TCPDIAG_GETSOCK request (struct inet_diag_req), which
-// the kernel turns into a dump with family AF_UNSPEC. ok is false, with no
-// error and no socket delivered, when the kernel refuses the request.
-func (d *Dumper) dumpOneWalk(ctx context.Context, states StateMask, ext uint8, s *Socket, st *Stats, fn func(*Socket) error) (ok bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return true, err
-	}
-	d.seq++
-	seq := d.seq
-	var b [sizeofNlmsg + sizeofReqV1]byte
-	le.PutUint32(b[0:], uint32(len(b)))
-	le.PutUint16(b[4:], tcpDiagGetSock)
-	le.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	le.PutUint32(b[8:], seq)
-	// idiag_family, src_len and dst_len stay 0; the kernel ignores the
-	// family of this request and dumps both.
-	b[sizeofNlmsg+3] = ext
-	le.PutUint32(b[sizeofNlmsg+4+sizeofSockID:], uint32(states))
-	if err := unix.Sendto(d.fd, b[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return true, fmt.Errorf("send inet_diag request: %w", err)
-	}
-	before := st.Sockets + st.Skipped
-	supported, err := d.drain(ctx, seq, s, st, fn)
-	if refused(st.Sockets+st.Skipped > before, supported, err) {
-		return false, nil
-	}
-	return true, err
+	return d.drain(ctx, d.seq, s, st, fn)
 }
 
 // refused says that the kernel turned a TCPDIAG_GETSOCK request down: no
