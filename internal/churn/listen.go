@@ -182,7 +182,7 @@ func (l *Listener) Dropped() (n uint64, exact bool) {
 	l.smu.Lock() // readDrops seeks the shared /proc file
 	defer l.smu.Unlock()
 	if d, err := l.readDrops(); err == nil {
-		return d, true
+		return d - l.startDrops, true // the windows count from startDrops too
 	}
 	return l.overruns.Load(), false
 }

@@ -272,15 +272,5 @@ func counterDeltas(a, b kernel.Counters) map[string]int64 {
 // probeJump applies the jump trigger's thresholds to the probe's totals
 // (rises, and falls of CurrEstab).
 func (t *Triggers) probeJump(a, b probe) bool {
-	if t.JumpAbs <= 0 {
-		return false
-	}
-	jump := func(x, y int, falls bool) bool {
-		d := y - x
-		if falls && d < 0 {
-			d = -d
-		}
-		return d >= t.JumpAbs && float64(d) >= t.JumpRel*float64(x)
-	}
-	return jump(a.TW, b.TW, false) || jump(a.InUse, b.InUse, false) || jump(a.Orphan, b.Orphan, false) || jump(a.CurrEstab, b.CurrEstab, true)
+	return t.jumped(a.TW, b.TW, false) || t.jumped(a.InUse, b.InUse, false) || t.jumped(a.Orphan, b.Orphan, false) || t.jumped(a.CurrEstab, b.CurrEstab, true)
 }

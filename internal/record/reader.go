@@ -124,15 +124,8 @@ type Sample struct {
 
 // Samples returns the samples in w, oldest first.
 func (r *Reader) Samples(ctx context.Context, w Window) ([]Sample, error) {
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT id, t, took_us, total, `+strings.Join(stateColumns, ", ")+`, port_range
-		FROM samples WHERE t >= ? AND t <= ? ORDER BY id`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []Sample
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT id, t, took_us, total, `+strings.Join(stateColumns, ", ")+`, port_range
+		FROM samples WHERE t >= ? AND t <= ? ORDER BY id`, func(rows *sql.Rows) (Sample, error) {
 		var s Sample
 		var t, took int64
 		dst := []any{&s.ID, &t, &took, &s.Total}
@@ -140,13 +133,10 @@ func (r *Reader) Samples(ctx context.Context, w Window) ([]Sample, error) {
 			dst = append(dst, &s.States[st])
 		}
 		dst = append(dst, &s.PortRange)
-		if err := rows.Scan(dst...); err != nil {
-			return nil, r.wrap(err)
-		}
+		err := rows.Scan(dst...)
 		s.Time, s.Took = time.UnixMilli(t), time.Duration(took)*time.Microsecond
-		out = append(out, s)
-	}
-	return out, r.wrap(rows.Err())
+		return s, err
+	})
 }
 
 // Budget is one destination's port budget in one sample.
@@ -163,24 +153,14 @@ type Budget struct {
 
 // Budgets returns the recorded port budgets in w.
 func (r *Reader) Budgets(ctx context.Context, w Window) ([]Budget, error) {
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT b.sample_id, s.t, b.rank, b.src, b.dst, b.dport, b.in_use, b.time_wait
-		FROM budgets b JOIN samples s ON s.id = b.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY b.sample_id, b.rank`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []Budget
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT b.sample_id, s.t, b.rank, b.src, b.dst, b.dport, b.in_use, b.time_wait
+		FROM budgets b JOIN samples s ON s.id = b.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY b.sample_id, b.rank`, func(rows *sql.Rows) (Budget, error) {
 		var b Budget
 		var t int64
-		if err := rows.Scan(&b.SampleID, &t, &b.Rank, &b.Src, &b.Dst, &b.DstPort, &b.InUse, &b.TimeWait); err != nil {
-			return nil, r.wrap(err)
-		}
+		err := rows.Scan(&b.SampleID, &t, &b.Rank, &b.Src, &b.Dst, &b.DstPort, &b.InUse, &b.TimeWait)
 		b.Time = time.UnixMilli(t)
-		out = append(out, b)
-	}
-	return out, r.wrap(rows.Err())
+		return b, err
+	})
 }
 
 // CounterDelta is one counter's increase since the sample before.
@@ -193,24 +173,14 @@ type CounterDelta struct {
 
 // CounterDeltas returns the non-zero counter deltas in w.
 func (r *Reader) CounterDeltas(ctx context.Context, w Window) ([]CounterDelta, error) {
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT c.sample_id, s.t, c.name, c.delta
-		FROM counters c JOIN samples s ON s.id = c.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY c.sample_id, c.name`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []CounterDelta
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT c.sample_id, s.t, c.name, c.delta
+		FROM counters c JOIN samples s ON s.id = c.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY c.sample_id, c.name`, func(rows *sql.Rows) (CounterDelta, error) {
 		var c CounterDelta
 		var t int64
-		if err := rows.Scan(&c.SampleID, &t, &c.Name, &c.Delta); err != nil {
-			return nil, r.wrap(err)
-		}
+		err := rows.Scan(&c.SampleID, &t, &c.Name, &c.Delta)
 		c.Time = time.UnixMilli(t)
-		out = append(out, c)
-	}
-	return out, r.wrap(rows.Err())
+		return c, err
+	})
 }
 
 // Churn is one destination's churn in one sample interval.
@@ -223,24 +193,14 @@ type Churn struct {
 // Churn returns the recorded churn rows in w (destroy events per top
 // destination and sample).
 func (r *Reader) Churn(ctx context.Context, w Window) ([]Churn, error) {
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT c.sample_id, s.t, c.side, c.dst, c.closed, c.per_s, c.lifetime_p50_ms, c.lifetime_p99_ms, c.bytes, c.retrans
-		FROM churn c JOIN samples s ON s.id = c.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY c.sample_id, c.rank`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []Churn
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT c.sample_id, s.t, c.side, c.dst, c.closed, c.per_s, c.lifetime_p50_ms, c.lifetime_p99_ms, c.bytes, c.retrans
+		FROM churn c JOIN samples s ON s.id = c.sample_id WHERE s.t >= ? AND s.t <= ? ORDER BY c.sample_id, c.rank`, func(rows *sql.Rows) (Churn, error) {
 		var c Churn
 		var t int64
-		if err := rows.Scan(&c.SampleID, &t, &c.Side, &c.Dst, &c.Closed, &c.PerS, &c.LifetimeP50Ms, &c.LifetimeP99Ms, &c.Bytes, &c.Retrans); err != nil {
-			return nil, r.wrap(err)
-		}
+		err := rows.Scan(&c.SampleID, &t, &c.Side, &c.Dst, &c.Closed, &c.PerS, &c.LifetimeP50Ms, &c.LifetimeP99Ms, &c.Bytes, &c.Retrans)
 		c.Time = time.UnixMilli(t)
-		out = append(out, c)
-	}
-	return out, r.wrap(rows.Err())
+		return c, err
+	})
 }
 
 // Finding is one episode of a finding: the same rule about the same
@@ -262,31 +222,23 @@ type Finding struct {
 
 // Findings returns the episodes that overlap w, in order of start.
 func (r *Reader) Findings(ctx context.Context, w Window) ([]Finding, error) {
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT id, rule, severity, title, subjects, evidence, explanation, fix, first_t, last_t, samples
-		FROM findings WHERE last_t >= ? AND first_t <= ? ORDER BY first_t, id`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []Finding
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT id, rule, severity, title, subjects, evidence, explanation, fix, first_t, last_t, samples
+		FROM findings WHERE last_t >= ? AND first_t <= ? ORDER BY first_t, id`, func(rows *sql.Rows) (Finding, error) {
 		var f Finding
 		var sev int
 		var subj, ev, fix string
 		var first, last int64
 		if err := rows.Scan(&f.ID, &f.Rule, &sev, &f.Title, &subj, &ev, &f.Explanation, &fix, &first, &last, &f.Samples); err != nil {
-			return nil, r.wrap(err)
+			return f, err
 		}
 		f.Severity = doctor.Severity(sev)
 		f.First, f.Last = time.UnixMilli(first), time.UnixMilli(last)
 		if err := errors.Join(json.Unmarshal([]byte(subj), &f.Subjects), json.Unmarshal([]byte(ev), &f.Evidence),
 			json.Unmarshal([]byte(fix), &f.Fix)); err != nil {
-			return nil, r.wrap(fmt.Errorf("finding %d: %w", f.ID, err))
+			return f, fmt.Errorf("finding %d: %w", f.ID, err)
 		}
-		out = append(out, f)
-	}
-	return out, r.wrap(rows.Err())
+		return f, nil
+	})
 }
 
 // Capture describes one trigger capture.
@@ -320,19 +272,26 @@ func scanCapture(sc interface{ Scan(...any) error }) (Capture, error) {
 
 // Captures lists the captures that overlap w.
 func (r *Reader) Captures(ctx context.Context, w Window) ([]Capture, error) {
+	return query(ctx, r, w, "SELECT "+captureCols+" FROM captures WHERE last_t >= ? AND first_t <= ? ORDER BY id",
+		func(rows *sql.Rows) (Capture, error) { return scanCapture(rows) })
+}
+
+// query runs q, whose two parameters are w's bounds in Unix ms, and turns
+// every row into a T with scan.
+func query[T any](ctx context.Context, r *Reader, w Window, q string, scan func(*sql.Rows) (T, error)) ([]T, error) {
 	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, "SELECT "+captureCols+" FROM captures WHERE last_t >= ? AND first_t <= ? ORDER BY id", lo, hi)
+	rows, err := r.db.QueryContext(ctx, q, lo, hi)
 	if err != nil {
 		return nil, r.wrap(err)
 	}
 	defer rows.Close()
-	var out []Capture
+	var out []T
 	for rows.Next() {
-		c, err := scanCapture(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, r.wrap(err)
 		}
-		out = append(out, c)
+		out = append(out, v)
 	}
 	return out, r.wrap(rows.Err())
 }

@@ -83,15 +83,8 @@ func (r *Reader) Ticks(ctx context.Context, w Window) ([]Tick, error) {
 	if r.version < 2 {
 		return nil, nil
 	}
-	lo, hi := w.bounds()
-	rows, err := r.db.QueryContext(ctx, `SELECT t, sample_id, time_wait, in_use, orphan, curr_estab, closed, closed_dropped, counters
-		FROM ticks WHERE t >= ? AND t <= ? ORDER BY t, id`, lo, hi)
-	if err != nil {
-		return nil, r.wrap(err)
-	}
-	defer rows.Close()
-	var out []Tick
-	for rows.Next() {
+	return query(ctx, r, w, `SELECT t, sample_id, time_wait, in_use, orphan, curr_estab, closed, closed_dropped, counters
+		FROM ticks WHERE t >= ? AND t <= ? ORDER BY t, id`, func(rows *sql.Rows) (Tick, error) {
 		var (
 			t              Tick
 			ms             int64
@@ -99,7 +92,7 @@ func (r *Reader) Ticks(ctx context.Context, w Window) ([]Tick, error) {
 			counters       string
 		)
 		if err := rows.Scan(&ms, &sample, &t.TimeWait, &t.InUse, &t.Orphan, &t.CurrEstab, &closed, &t.ClosedDropped, &counters); err != nil {
-			return nil, r.wrap(err)
+			return t, err
 		}
 		t.Time = time.UnixMilli(ms)
 		t.SampleID = sample.Int64
@@ -109,10 +102,9 @@ func (r *Reader) Ticks(ctx context.Context, w Window) ([]Tick, error) {
 		}
 		if counters != "{}" {
 			if err := json.Unmarshal([]byte(counters), &t.Counters); err != nil {
-				return nil, r.wrap(fmt.Errorf("tick at %s: counters: %w", t.Time.UTC().Format(time.RFC3339), err))
+				return t, fmt.Errorf("tick at %s: counters: %w", t.Time.UTC().Format(time.RFC3339), err)
 			}
 		}
-		out = append(out, t)
-	}
-	return out, r.wrap(rows.Err())
+		return t, nil
+	})
 }

@@ -89,16 +89,21 @@ func (t *Triggers) jumps(at time.Time, prev, now *[16]int) []Reason {
 	}
 	var out []Reason
 	for _, st := range sockdiag.AllStates() {
-		a, b := prev[st], now[st]
-		d := b - a
-		if st == sockdiag.Established && d < 0 {
-			d = -d
-		}
-		if d >= t.JumpAbs && float64(d) >= t.JumpRel*float64(a) {
+		if a, b := prev[st], now[st]; t.jumped(a, b, st == sockdiag.Established) {
 			out = append(out, Reason{Time: at, Kind: "jump", State: st.String(), From: a, To: b})
 		}
 	}
 	return out
+}
+
+// jumped applies the jump thresholds to a count going from a to b: a rise,
+// or with falls a change either way (a mass disconnect).
+func (t *Triggers) jumped(a, b int, falls bool) bool {
+	d := b - a
+	if falls && d < 0 {
+		d = -d
+	}
+	return t.JumpAbs > 0 && d >= t.JumpAbs && float64(d) >= t.JumpRel*float64(a)
 }
 
 // bucket is a token bucket over sample times (not the wall clock, so that
