@@ -314,12 +314,21 @@ func (r *Reader) Capture(ctx context.Context, id int64) (*CaptureDetail, error) 
 	if err != nil {
 		return nil, r.wrap(err)
 	}
-	d := &CaptureDetail{Capture: c}
+	snaps, err := r.CaptureSnaps(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &CaptureDetail{Capture: c, Snaps: snaps}, nil
+}
+
+// CaptureSnaps returns the snapshots of capture id, oldest first.
+func (r *Reader) CaptureSnaps(ctx context.Context, id int64) ([]*Captured, error) {
 	rows, err := r.db.QueryContext(ctx, "SELECT data FROM capture_snaps WHERE capture_id = ? ORDER BY t, id", id)
 	if err != nil {
 		return nil, r.wrap(err)
 	}
 	defer rows.Close()
+	var out []*Captured
 	for rows.Next() {
 		var data []byte
 		if err := rows.Scan(&data); err != nil {
@@ -329,7 +338,7 @@ func (r *Reader) Capture(ctx context.Context, id int64) (*CaptureDetail, error) 
 		if err != nil {
 			return nil, r.wrap(fmt.Errorf("capture %d: %w", id, err))
 		}
-		d.Snaps = append(d.Snaps, snap)
+		out = append(out, snap)
 	}
-	return d, r.wrap(rows.Err())
+	return out, r.wrap(rows.Err())
 }

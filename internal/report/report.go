@@ -156,7 +156,6 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 			seen = seen || smp.States[st] > 0
 		}
 		if seen {
-			s.Points = downsample(s.Points, opt.MaxPoints)
 			states = append(states, s)
 		}
 	}
@@ -288,7 +287,7 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 	slices.SortStableFunc(r.Findings, func(a, b Finding) int { return cmp.Compare(b.Severity, a.Severity) })
 
 	for _, c := range captures {
-		d, err := rd.Capture(ctx, c.ID)
+		snaps, err := rd.CaptureSnaps(ctx, c.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -298,7 +297,7 @@ func Build(ctx context.Context, rd *record.Reader, opt Options) (*Report, error)
 			rs = append(rs, x.String())
 		}
 		pc.Reasons = strings.Join(rs, "; ")
-		for _, s := range d.Snaps {
+		for _, s := range snaps {
 			ps := Snap{Captured: s, StateLine: render.States(s.States), Groups: groups(s)}
 			ps.Rows = s.Sockets[:min(len(s.Sockets), opt.MaxRows)]
 			ps.More = len(s.Sockets) - len(ps.Rows) + s.Omitted
