@@ -55,6 +55,7 @@ tcplens doctor --json.`,
 			if err != nil {
 				return usageError(err)
 			}
+			defer w.Close() // the destroy-event listener
 			return top.Run(cmd.Context(), w, cmd.InOrStdin(), out)
 		},
 	}

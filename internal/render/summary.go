@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -67,7 +68,7 @@ func Summary(w io.Writer, s *analyze.Summary) error {
 	section(ew, fmt.Sprintf("Ephemeral port budget (usable range %d ports per source IP, destination IP and port)", s.EphemeralRange),
 		"no outbound connections from ephemeral ports", "SOURCE\tDESTINATION\tIN USE\tUSED\tTIME_WAIT\tPROCESS", s.PortBudget,
 		func(b analyze.PortBudget) string {
-			return fmt.Sprintf("%s\t%s\t%d\t%s\t%d\t%s", b.Src, joinHostPort(b.Dst.String(), b.DstPort), b.InUse, Percent(b.Used), b.TimeWait(), procList(b.Processes))
+			return fmt.Sprintf("%s\t%s\t%d\t%s\t%d\t%s", b.Src, netip.AddrPortFrom(b.Dst, b.DstPort), b.InUse, Percent(b.Used), b.TimeWait(), procList(b.Processes))
 		})
 	section(ew, "Top destinations", "none", "REMOTE\tSOCKETS\tSTATES\tPROCESS", s.Destinations,
 		func(d analyze.Destination) string {
@@ -111,13 +112,6 @@ func fdUse(fds int, limit uint64) string {
 		return strconv.Itoa(fds) + "/unlimited"
 	}
 	return strconv.Itoa(fds) + "/" + strconv.FormatUint(limit, 10)
-}
-
-func joinHostPort(host string, port uint16) string {
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return host + ":" + strconv.Itoa(int(port))
 }
 
 // errWriter keeps the first write error so Fprintf chains need no checks.

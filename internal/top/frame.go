@@ -50,7 +50,6 @@ type Frame struct {
 	RetransTotal int // connections
 
 	Findings []FindingRow
-	Notes    []string
 }
 
 // PortRow is the ephemeral port budget of one (src, dst, dport).
@@ -60,20 +59,17 @@ type PortRow struct {
 	InUse    int
 	TimeWait int
 	Estab    int
-	Range    int
 	Used     float64
 	Procs    []analyze.ProcRef
 }
 
 // ChurnRow is one destination's connection churn from destroy events.
 type ChurnRow struct {
-	Dest         string // "10.0.0.5:5432" or a process "java/1234"
+	Dest         string // "10.0.0.5:5432", or "10.0.0.1:80 (listener)"
 	ClosedPerSec float64
 	LifetimeP50  time.Duration
 	LifetimeP99  time.Duration
-	Bytes        uint64 // acked + received at close, per second window
 	RetransClose uint64 // retransmitted segments of the closed connections
-	Procs        []analyze.ProcRef
 }
 
 // TWRateRow is TIME_WAIT towards one destination (Client side: this host
@@ -118,9 +114,6 @@ type RetransRow struct {
 	Retrans       uint8 // consecutive retransmissions (idiag_retrans)
 	Backoff       uint8
 	RTO           time.Duration
-	Expires       time.Duration // until the retransmit timer fires
-	Unacked       uint32
-	TotalRetrans  uint32
 	Procs         []analyze.ProcRef
 }
 
@@ -137,13 +130,12 @@ type FindingRow struct {
 func Build(s *watch.Sample) *Frame {
 	snap := s.Snap
 	f := &Frame{Time: s.Time, Took: snap.Took, Netns: snap.Netns, Total: snap.Total(), States: snap.States, TimeWait: snap.TimeWaitTotal}
-	f.Notes = analyze.Notes(snap)
 
 	budgets := analyze.PortBudgets(snap)
 	f.PortsTotal = len(budgets)
 	for _, b := range clip(budgets, MaxRows) {
 		f.Ports = append(f.Ports, PortRow{Src: b.Src, Dst: b.Dst, DstPort: b.DstPort, InUse: b.InUse, TimeWait: b.TimeWait(),
-			Estab: b.States[sockdiag.Established], Range: b.Range, Used: b.Used, Procs: b.Processes})
+			Estab: b.States[sockdiag.Established], Used: b.Used, Procs: b.Processes})
 	}
 
 	f.Churn, f.ChurnAvailable = churnRows(s)
@@ -162,7 +154,6 @@ func Build(s *watch.Sample) *Frame {
 			}
 			f.Findings = append(f.Findings, r)
 		}
-		f.Notes = append(f.Notes, s.Report.Notes...)
 	}
 	return f
 }
@@ -184,10 +175,10 @@ func churnRows(s *watch.Sample) ([]ChurnRow, bool) {
 		}
 		rows = append(rows, ChurnRow{
 			Dest: name, ClosedPerSec: d.PerSecond, LifetimeP50: d.LifetimeP50, LifetimeP99: d.LifetimeP99,
-			Bytes: d.BytesAcked + d.BytesReceived, RetransClose: d.Retransmits,
+			RetransClose: d.Retransmits,
 		})
 	}
-	slices.SortStableFunc(rows, func(a, b ChurnRow) int { return cmp.Compare(b.ClosedPerSec, a.ClosedPerSec) })
+	// The window lists destinations by closes, which is closes/s too.
 	return rows[:min(len(rows), MaxRows)], true
 }
 
@@ -276,8 +267,7 @@ func retransmitting(snap *snapshot.Snapshot) ([]RetransRow, int) {
 			continue
 		}
 		rows = append(rows, RetransRow{Local: sk.Local, Remote: sk.Remote, State: sk.State, Retrans: sk.Retrans,
-			Backoff: sk.Info.Backoff, RTO: sk.Info.RTODuration(), Expires: sk.TimerExpires, Unacked: sk.Info.Unacked,
-			TotalRetrans: sk.Info.TotalRetrans, Procs: owners(snap, sk)})
+			Backoff: sk.Info.Backoff, RTO: sk.Info.RTODuration(), Procs: owners(snap, sk)})
 	}
 	slices.SortFunc(rows, func(a, b RetransRow) int {
 		return cmp.Or(cmp.Compare(b.Backoff, a.Backoff), cmp.Compare(b.RTO, a.RTO), cmp.Compare(b.Retrans, a.Retrans), a.Remote.Compare(b.Remote), a.Local.Compare(b.Local))

@@ -68,17 +68,15 @@ type Model struct {
 	width, height int
 	now           time.Time
 
-	frame   *Frame // shown
-	latest  *Frame // newest received; differs from frame while paused
-	hist    history
-	shown   history // the history drawn: frozen while paused
-	paused  bool
-	samples int
+	frame  *Frame // shown
+	latest *Frame // newest received; differs from frame while paused
+	hist   history
+	shown  history // the history drawn: frozen while paused
+	paused bool
 
 	sampling      bool
 	samplingSince time.Time
 	err           error
-	errAt         time.Time
 
 	focus panel
 	sort  [numPanels]int
@@ -125,11 +123,10 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.sampling, m.samplingSince = true, msg.Start
 		m.now = later(m.now, msg.Start)
 	case ErrMsg:
-		m.sampling, m.err, m.errAt = false, msg.Err, msg.Time
+		m.sampling, m.err = false, msg.Err
 		m.now = later(m.now, msg.Time)
 	case FrameMsg:
 		m.sampling, m.err = false, nil
-		m.samples++
 		m.latest = msg.Frame
 		m.hist.push(msg.Frame.States)
 		m.now = later(m.now, msg.Frame.Time)
@@ -284,7 +281,7 @@ func (m *Model) refresh() {
 	}, portOrders[m.sortKey(panelPorts)])
 	churnKey := m.sortKey(panelChurn)
 	m.churn = pick(f.Churn, flt, func(r *ChurnRow) subject {
-		sub := subject{procs: r.Procs, text: []string{r.Dest}}
+		sub := subject{text: []string{r.Dest}}
 		if ap, err := netip.ParseAddrPort(r.Dest); err == nil {
 			sub.addrs = []netip.Addr{ap.Addr()}
 		}

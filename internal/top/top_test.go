@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/muesli/termenv"
 
+	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/kernel"
 	"github.com/tcplens/tcplens/internal/procs"
@@ -99,7 +100,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("ports %+v", f.Ports)
 	}
 	if f.ChurnAvailable || f.Churn != nil {
-		t.Error("churn claims to be available before watch carries destroy events")
+		t.Error("churn claims to be available for a sample without a destroy-event window")
 	}
 	if len(f.TWRates) != 2 || f.TWRates[0].Count != 600 || f.TWRates[0].PerSec() != 10 || f.TWRates[1].Name() != "listen :8080" || f.TWRates[1].Count != 120 {
 		t.Errorf("TIME_WAIT rates %+v", f.TWRates)
@@ -322,11 +323,18 @@ func TestSamplingAndErrors(t *testing.T) {
 }
 
 func TestChurnPanelWhenAvailable(t *testing.T) {
-	f := Build(synthetic(t0))
-	f.ChurnAvailable = true
-	f.Churn = []ChurnRow{
-		{Dest: "10.0.0.5:5432", ClosedPerSec: 480, LifetimeP50: 20 * time.Millisecond, LifetimeP99: 300 * time.Millisecond, RetransClose: 3},
-		{Dest: "10.0.0.7:6379", ClosedPerSec: 2, LifetimeP50: time.Minute, LifetimeP99: 2 * time.Minute, RetransClose: 40},
+	// The rows come from the sample's destroy-event window (most closes
+	// first), as watch delivers it.
+	s := synthetic(t0)
+	s.Churn = &churn.Window{Destinations: []churn.DestStats{
+		{Dest: churn.Dest{Side: snapshot.Client, Addr: netip.MustParseAddrPort("10.0.0.5:5432")},
+			Stats: churn.Stats{Closed: 480, PerSecond: 480, LifetimeP50: 20 * time.Millisecond, LifetimeP99: 300 * time.Millisecond, Retransmits: 3}},
+		{Dest: churn.Dest{Side: snapshot.Server, Addr: netip.MustParseAddrPort("10.0.0.1:6379")},
+			Stats: churn.Stats{Closed: 2, PerSecond: 2, LifetimeP50: time.Minute, LifetimeP99: 2 * time.Minute, Retransmits: 40}},
+	}}
+	f := Build(s)
+	if !f.ChurnAvailable || len(f.Churn) != 2 || f.Churn[1].Dest != "10.0.0.1:6379 (listener)" || f.Churn[1].RetransClose != 40 {
+		t.Fatalf("churn rows %+v (available %v)", f.Churn, f.ChurnAvailable)
 	}
 	m := feed(NewModel(time.Second, t0, plain()), tea.WindowSizeMsg{Width: 120, Height: 40}, FrameMsg{f}, tab)
 	v := m.View()

@@ -2,6 +2,7 @@ package top
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -226,28 +227,19 @@ func (m Model) portsPanel(w, h int) []string {
 	return m.panel(panelPorts, "PORTS IN USE", m.sortNote(panelPorts, len(m.ports), len(m.frame.Ports), m.frame.PortsTotal), w, h, cols, rows, len(m.ports), nil)
 }
 
-func portDest(r *PortRow) string {
-	return joinHostPort(r.Dst.String(), r.DstPort)
-}
-
-func joinHostPort(host string, port uint16) string {
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return host + ":" + strconv.Itoa(int(port))
-}
+func portDest(r *PortRow) string { return netip.AddrPortFrom(r.Dst, r.DstPort).String() }
 
 func (m Model) churnPanel(w, h int) []string {
 	st := m.st()
 	if m.frame.ChurnAvailable {
-		cols := []column{{"DESTINATION", 22, false}, {"CLOSED/S", 9, true}, {"P50 LIFE", 9, true}, {"P99 LIFE", 9, true}, {"RETRANS", 8, true}, {"PROCESS", 0, false}}
+		cols := []column{{"DESTINATION", 22, false}, {"CLOSED/S", 9, true}, {"P50 LIFE", 9, true}, {"P99 LIFE", 9, true}, {"RETRANS", 0, true}}
 		var rows [][]string
 		for i := range m.churn {
 			if i == h {
 				break
 			}
 			r := &m.churn[i]
-			rows = append(rows, []string{r.Dest, rate(r.ClosedPerSec), render.Duration(r.LifetimeP50), render.Duration(r.LifetimeP99), count(int(r.RetransClose)), procNames(r.Procs)})
+			rows = append(rows, []string{r.Dest, rate(r.ClosedPerSec), render.Duration(r.LifetimeP50), render.Duration(r.LifetimeP99), count(int(r.RetransClose))})
 		}
 		return m.panel(panelChurn, "CHURN", m.sortNote(panelChurn, len(m.churn), len(m.frame.Churn), len(m.frame.Churn)), w, h, cols, rows, len(m.churn), nil)
 	}
