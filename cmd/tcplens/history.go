@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strconv"
@@ -16,15 +17,25 @@ import (
 	"github.com/tcplens/tcplens/internal/sockdiag"
 )
 
-// windowFlags are --since and --until, shared by history and report.
-type windowFlags struct{ since, until string }
+// recordingFlags are --db, --since and --until, shared by history and
+// report.
+type recordingFlags struct{ db, since, until string }
 
-func (f *windowFlags) add(cmd *cobra.Command) {
+func (f *recordingFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.db, "db", "", "recording file (default as for record)")
 	cmd.Flags().StringVar(&f.since, "since", "", "start of the window: RFC 3339 time, or a duration ago (10m, 2h, 1d)")
 	cmd.Flags().StringVar(&f.until, "until", "", "end of the window: RFC 3339 time, now, or a duration ago")
 }
 
-func (f *windowFlags) parse(now time.Time) (record.Window, error) {
+// open opens the recording --db names, or the default one.
+func (f *recordingFlags) open(ctx context.Context) (*record.Reader, error) {
+	if f.db == "" {
+		f.db = defaultDB()
+	}
+	return record.OpenReader(ctx, f.db)
+}
+
+func (f *recordingFlags) parse(now time.Time) (record.Window, error) {
 	var w record.Window
 	var err error
 	if f.since != "" {
@@ -71,8 +82,7 @@ type stateRow struct {
 
 func newHistoryCmd(g *globals) *cobra.Command {
 	var (
-		db      string
-		win     windowFlags
+		win     recordingFlags
 		capture int64
 		rows    int
 	)
@@ -91,11 +101,8 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			if rows < 1 {
 				return usageError(fmt.Errorf("--rows %d: must be at least 1", rows))
 			}
-			if db == "" {
-				db = defaultDB()
-			}
 			ctx := cmd.Context()
-			rd, err := record.OpenReader(ctx, db)
+			rd, err := win.open(ctx)
 			if err != nil {
 				return err
 			}
@@ -111,7 +118,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 				}
 				return writeCapture(out, d)
 			}
-			v := historyView{DB: db}
+			v := historyView{DB: win.db}
 			if !w.Since.IsZero() {
 				v.Since = &w.Since
 			}
@@ -160,7 +167,6 @@ func newHistoryCmd(g *globals) *cobra.Command {
 			return writeHistory(out, &v, bucket, tickBucket)
 		},
 	}
-	cmd.Flags().StringVar(&db, "db", "", "recording file (default as for record)")
 	win.add(cmd)
 	cmd.Flags().Int64Var(&capture, "capture", 0, "show one capture's snapshots in full")
 	cmd.Flags().IntVar(&rows, "rows", 60, "at most this many rows of states: longer windows show the largest count per time bucket")

@@ -9,15 +9,14 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tcplens/tcplens/internal/record"
 	"github.com/tcplens/tcplens/internal/report"
 )
 
 func newReportCmd(g *globals) *cobra.Command {
 	var (
-		db, out string
-		win     windowFlags
-		opt     report.Options
+		out string
+		win recordingFlags
+		opt report.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "report",
@@ -37,11 +36,8 @@ func newReportCmd(g *globals) *cobra.Command {
 			if opt.MaxRows < 1 {
 				return usageError(fmt.Errorf("--max-rows %d: must be at least 1", opt.MaxRows))
 			}
-			if db == "" {
-				db = defaultDB()
-			}
 			ctx := cmd.Context()
-			rd, err := record.OpenReader(ctx, db)
+			rd, err := win.open(ctx)
 			if err != nil {
 				return err
 			}
@@ -81,7 +77,6 @@ func newReportCmd(g *globals) *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&db, "db", "", "recording file (default as for record)")
 	fl.StringVarP(&out, "output", "o", "", "HTML file to write (- for stdout)")
 	win.add(cmd)
 	fl.IntVar(&opt.MaxRows, "max-rows", 50, "sockets listed in full per captured snapshot (all are counted in the grouped table)")
