@@ -79,10 +79,12 @@ func scrapedNames(t *testing.T) map[string]bool {
 	defer s.Close() // never closed before: CLOSE_WAIT
 	c.Close()
 
-	w, err := watch.New(watch.Options{Netns: ns.Name, Interval: time.Second, Procs: true})
+	// As tcplens serve builds it, destroy events included.
+	w, err := watch.New(watch.Options{Netns: ns.Name, Interval: time.Second, Procs: true, Churn: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer w.Close()
 	e, err := exporter.New(w, exporter.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +143,8 @@ func TestDashboardAndRulesUseExportedMetrics(t *testing.T) {
 	}
 
 	names := scrapedNames(t)
-	for _, want := range []string{"tcplens_sockets", "tcplens_finding", "tcplens_close_wait_sockets", "tcplens_ports_in_use", "tcplens_netstat_TcpExt_ListenOverflows_total"} {
+	for _, want := range []string{"tcplens_sockets", "tcplens_finding", "tcplens_close_wait_sockets", "tcplens_ports_in_use", "tcplens_netstat_TcpExt_ListenOverflows_total",
+		"tcplens_destroy_events_dropped_total"} {
 		if !names[want] {
 			t.Fatalf("the scrape lacks %s; got %v", want, names)
 		}
