@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,6 +171,7 @@ func TestSocketsJSONMatchesSS(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	got := map[string]int{}
+	var gotRows, wantRows []string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		var s struct {
@@ -181,6 +185,9 @@ func TestSocketsJSONMatchesSS(t *testing.T) {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
 		got[s.State]++
+		gotRows = append(gotRows, fmt.Sprintf("%s %s %s", s.State,
+			netip.AddrPortFrom(netip.MustParseAddr(s.LocalAddr).Unmap(), uint16(s.LocalPort)),
+			netip.AddrPortFrom(netip.MustParseAddr(s.RemoteAddr).Unmap(), uint16(s.RemotePort))))
 	}
 	ssOut, err := ns.Exec(context.Background(), "ss", "-Htan")
 	if err != nil {
@@ -188,8 +195,20 @@ func TestSocketsJSONMatchesSS(t *testing.T) {
 	}
 	ssNames := map[string]string{"ESTAB": "ESTABLISHED", "TIME-WAIT": "TIME_WAIT", "CLOSE-WAIT": "CLOSE_WAIT", "FIN-WAIT-2": "FIN_WAIT2", "LISTEN": "LISTEN"}
 	want := map[string]int{}
+	addr := func(a string) netip.AddrPort { // ss prints an unset port as *
+		ap := netip.MustParseAddrPort(strings.Replace(a, ":*", ":0", 1))
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
 	for _, line := range strings.Split(strings.TrimSpace(string(ssOut)), "\n") {
-		want[ssNames[strings.Fields(line)[0]]]++
+		f := strings.Fields(line)
+		want[ssNames[f[0]]]++
+		wantRows = append(wantRows, fmt.Sprintf("%s %s %s", ssNames[f[0]], addr(f[3]), addr(f[4])))
+	}
+	// The same sockets, address by address, not only the same counts.
+	slices.Sort(gotRows)
+	slices.Sort(wantRows)
+	if !slices.Equal(gotRows, wantRows) {
+		t.Errorf("sockets --json and ss list different sockets:\n tcplens %v\n ss      %v", gotRows, wantRows)
 	}
 	if len(got) != len(want) {
 		t.Errorf("tcplens %v, ss %v", got, want)
@@ -226,9 +245,14 @@ func TestSocketsFiltersAndColumns(t *testing.T) {
 	if !strings.HasSuffix(lines[1], "/"+strconv.Itoa(os.Getpid())) || !strings.Contains(lines[0], "RTT") {
 		t.Errorf("close-wait rows lack tcp_info or owner:\n%s", out)
 	}
-	out, _, _ = tcplens(t, "sockets", "--netns", ns.Name, "--process", strconv.Itoa(os.Getpid()), "--state", "listen")
-	if n := strings.Count(out, "\n"); n != 2 {
-		t.Errorf("--process: %d lines\n%s", n, out)
+	out, _, code = tcplens(t, "sockets", "--netns", ns.Name, "--process", strconv.Itoa(os.Getpid()), "--state", "listen")
+	if n := strings.Count(out, "\n"); n != 2 || code != 0 {
+		t.Errorf("--process: exit %d, %d lines\n%s", code, n, out)
+	}
+	// PID 1 holds no socket of this namespace: only the header is left.
+	out, _, code = tcplens(t, "sockets", "--netns", ns.Name, "--process", "1", "--state", "listen")
+	if n := strings.Count(out, "\n"); n != 1 || code != 0 {
+		t.Errorf("--process 1: exit %d, %d lines, want the header only\n%s", code, n, out)
 	}
 }
 

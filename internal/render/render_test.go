@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,10 +91,17 @@ func TestSocketTable(t *testing.T) {
 
 func TestWrap(t *testing.T) {
 	var buf bytes.Buffer
-	wrap(&buf, "  Why: ", "    ", strings.Repeat("word ", 60))
-	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		if len(l) > 80 {
+	text := strings.Repeat("word ", 30) + "a-very-long-unbreakable-" + strings.Repeat("x", 70) + " end"
+	wrap(&buf, "  Why: ", "    ", text)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for _, l := range lines {
+		if len(l) > 80 && !strings.Contains(l, "unbreakable") {
 			t.Errorf("line of %d columns", len(l))
 		}
+	}
+	// Every word is kept, in order, after the prefix.
+	got := strings.Fields(strings.TrimPrefix(strings.TrimSpace(buf.String()), "Why:"))
+	if want := strings.Fields(text); !slices.Equal(got, want) || len(lines) < 3 {
+		t.Errorf("wrap lost or reordered words (%d lines):\n%s", len(lines), buf.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -82,5 +83,10 @@ func TestTimeWaitSides(t *testing.T) {
 	}
 	if snap.Procs == nil || snap.Sysctls.EphemeralPorts() != 28232 || snap.Counters.Get("Tcp.ActiveOpens") != 8 {
 		t.Errorf("procs %v, range %d, ActiveOpens %d", snap.Procs != nil, snap.Sysctls.EphemeralPorts(), snap.Counters.Get("Tcp.ActiveOpens"))
+	}
+	if len(snap.Sockets) == 1 {
+		if ps := snap.Owners(&snap.Sockets[0]); len(ps) != 1 || ps[0].PID != os.Getpid() {
+			t.Errorf("owners of the listener %v, want this process (%d)", ps, os.Getpid())
+		}
 	}
 }
