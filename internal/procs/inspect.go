@@ -2,7 +2,6 @@ package procs
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -16,31 +15,14 @@ func SocketFDs(root string, pid int, want []uint32) (map[uint32]int, error) {
 	for _, ino := range want {
 		wanted[ino] = true
 	}
-	fdDir := filepath.Join(root, strconv.Itoa(pid), "fd")
-	d, err := os.Open(fdDir)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", fdDir, err)
-	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", fdDir, err)
-	}
 	out := make(map[uint32]int)
-	for _, name := range names {
-		fd, err := strconv.Atoi(name)
-		if err != nil {
-			continue
+	_, err := walkSocketFDs(filepath.Join(root, strconv.Itoa(pid), "fd"), func(fd int, ino uint32) {
+		if _, seen := out[ino]; wanted[ino] && !seen {
+			out[ino] = fd
 		}
-		target, err := os.Readlink(fdDir + "/" + name)
-		if err != nil {
-			continue // closed meanwhile
-		}
-		if ino, ok := parseSocketLink(target); ok && wanted[ino] {
-			if _, seen := out[ino]; !seen {
-				out[ino] = fd
-			}
-		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -134,19 +134,31 @@ func scanProc(p procfs.Proc, dir string) (*Process, error) {
 }
 
 // readFDs counts the entries of an fd directory and collects the socket
-// inodes among them. Readdirnames avoids the sort and lstat of os.ReadDir;
-// fds closed between the listing and the readlink are skipped.
+// inodes among them.
 func readFDs(fdDir string) (int, []uint32, error) {
+	var inodes []uint32
+	n, err := walkSocketFDs(fdDir, func(_ int, ino uint32) { inodes = append(inodes, ino) })
+	if err != nil {
+		return 0, nil, err
+	}
+	slices.Sort(inodes)
+	return n, slices.Compact(inodes), nil
+}
+
+// walkSocketFDs calls fn for every fd of an fd directory that is a socket
+// and returns the number of entries. Readdirnames avoids the sort and lstat
+// of os.ReadDir; fds closed between the listing and the readlink are
+// skipped.
+func walkSocketFDs(fdDir string, fn func(fd int, ino uint32)) (int, error) {
 	d, err := os.Open(fdDir)
 	if err != nil {
-		return 0, nil, fmt.Errorf("read %s: %w", fdDir, err)
+		return 0, fmt.Errorf("read %s: %w", fdDir, err)
 	}
 	names, err := d.Readdirnames(-1)
 	d.Close()
 	if err != nil {
-		return 0, nil, fmt.Errorf("read %s: %w", fdDir, err)
+		return 0, fmt.Errorf("read %s: %w", fdDir, err)
 	}
-	var inodes []uint32
 	for _, name := range names {
 		target, err := os.Readlink(fdDir + "/" + name)
 		if err != nil {
@@ -154,16 +166,16 @@ func readFDs(fdDir string) (int, []uint32, error) {
 			// while reading the links is not (no CAP_SYS_PTRACE): the
 			// process is then not visible, and must be counted as such.
 			if errors.Is(err, fs.ErrPermission) {
-				return 0, nil, fmt.Errorf("read %s: %w", fdDir, err)
+				return 0, fmt.Errorf("read %s: %w", fdDir, err)
 			}
 			continue // closed meanwhile
 		}
 		if ino, ok := parseSocketLink(target); ok {
-			inodes = append(inodes, ino)
+			fd, _ := strconv.Atoi(name)
+			fn(fd, ino)
 		}
 	}
-	slices.Sort(inodes)
-	return len(names), slices.Compact(inodes), nil
+	return len(names), nil
 }
 
 // gone reports whether err means the process exited while we looked.
