@@ -3,9 +3,11 @@ package filter
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/tcplens/tcplens/internal/kernel"
 	"github.com/tcplens/tcplens/internal/procs"
 	"github.com/tcplens/tcplens/internal/sockdiag"
 )
@@ -20,16 +22,13 @@ type Spec struct {
 	Process string
 }
 
-// PortRange is an inclusive range of ports.
-type PortRange struct{ Lo, Hi uint16 }
-
 // Filter matches sockets. The zero Filter matches every socket.
 type Filter struct {
 	States sockdiag.StateMask
 	Src    []netip.Prefix
 	Dst    []netip.Prefix
-	Sport  []PortRange
-	Dport  []PortRange
+	Sport  []kernel.PortRange
+	Dport  []kernel.PortRange
 	// PID or Comm select the owning process; at most one is set.
 	PID  int
 	Comm string
@@ -120,8 +119,8 @@ func prefixes(flag string, vals []string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-func ports(flag string, vals []string) ([]PortRange, error) {
-	var out []PortRange
+func ports(flag string, vals []string) ([]kernel.PortRange, error) {
+	var out []kernel.PortRange
 	for _, v := range splitAll(vals) {
 		lo, hi, isRange := strings.Cut(v, "-")
 		l, err1 := strconv.ParseUint(lo, 10, 16)
@@ -133,7 +132,7 @@ func ports(flag string, vals []string) ([]PortRange, error) {
 		if err1 != nil || err2 != nil || h < l {
 			return nil, fmt.Errorf("%s %q: want a port (0-65535) or a range like 32768-60999", flag, v)
 		}
-		out = append(out, PortRange{uint16(l), uint16(h)})
+		out = append(out, kernel.PortRange{Lo: uint16(l), Hi: uint16(h)})
 	}
 	return out, nil
 }
@@ -181,14 +180,6 @@ func matchAddr(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-func matchPort(rs []PortRange, port uint16) bool {
-	if len(rs) == 0 {
-		return true
-	}
-	for _, r := range rs {
-		if port >= r.Lo && port <= r.Hi {
-			return true
-		}
-	}
-	return false
+func matchPort(rs []kernel.PortRange, port uint16) bool {
+	return len(rs) == 0 || slices.ContainsFunc(rs, func(r kernel.PortRange) bool { return r.Contains(port) })
 }
