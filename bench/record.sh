@@ -28,12 +28,11 @@ SECS=${SECS:-45}
 WARM=${WARM:-3}
 EXTRA=${EXTRA:-}
 
-die() { echo "record.sh: $*" >&2; exit 1; }
-log() { echo "record.sh: $*" >&2; }
+SCRIPT=record.sh
+. "$(dirname "$0")/lib.sh"
 
 [[ $N =~ ^[0-9]+$ ]] || die "N must be a number"
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "SECS must be a positive number"
-[[ $(id -u) == 0 ]] || die "needs root (network namespaces): sudo bash bench/record.sh"
 ((WARM + SECS + 7 <= 60)) || log "warning: WARM+SECS+generation exceeds the 60 s TIME_WAIT life; the table will shrink during the window"
 
 cd "$(dirname "$0")/.."
@@ -46,12 +45,8 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-for old in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^tl-brec-[0-9]*$' || true); do
-	kill -0 "${old#tl-brec-}" 2>/dev/null || ip netns del "$old" || true
-done
+bench_signals
+sweep_stale tl-brec-
 
 log "building"
 go build -o "$WORK/twgen" ./bench/twgen
@@ -65,32 +60,30 @@ HZ=$(getconf CLK_TCK)
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-tw_count() { ss -N "$NS" -s | sed -n 's/.*timewait \([0-9]*\).*/\1/p' | head -1; }
 
 log "generating $N TIME_WAIT sockets in $NS"
 "$WORK/twgen" -netns "$NS" -n "$N" -timeout 60s >/dev/null
 
 # Reference: CPU of one bare dump of this table (median of 5).
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-RAW=()
-for i in 1 2 3 4 5; do
-	/usr/bin/time -f '%U %S' -o "$WORK/raw.time" "$WORK/rawcount" -netns "$NS" >/dev/null
-	RAW+=("$(awk '{printf "%.0f", ($1 + $2) * 1000}' "$WORK/raw.time")")
-done
-RAW_MS=$(printf '%s\n' "${RAW[@]}" | sort -n | sed -n 3p)
-RAW1=()
-for i in 1 2 3 4 5; do
-	/usr/bin/time -f '%U %S' -o "$WORK/raw.time" "$WORK/rawcount" -netns "$NS" -one-walk >/dev/null
-	RAW1+=("$(awk '{printf "%.0f", ($1 + $2) * 1000}' "$WORK/raw.time")")
-done
-RAW1_MS=$(printf '%s\n' "${RAW1[@]}" | sort -n | sed -n 3p)
+# median_cpu_ms ARGS: median CPU ms of 5 rawcount runs with ARGS.
+median_cpu_ms() {
+	local i ms=()
+	for i in 1 2 3 4 5; do
+		/usr/bin/time -f '%U %S' -o "$WORK/raw.time" "$WORK/rawcount" -netns "$NS" "$@" >/dev/null
+		ms+=("$(awk '{printf "%.0f", ($1 + $2) * 1000}' "$WORK/raw.time")")
+	done
+	printf '%s\n' "${ms[@]}" | sort -n | sed -n 3p
+}
+RAW_MS=$(median_cpu_ms)
+RAW1_MS=$(median_cpu_ms -one-walk)
 
 # shellcheck disable=SC2086
 "$TL" record --netns "$NS" --interval 1s --db "$WORK/rec.db" --duration $((WARM + SECS + 5))s --json $EXTRA >"$WORK/rec.json" 2>"$WORK/rec.err" &
 REC_PID=$!
 sleep "$WARM"
 kill -0 "$REC_PID" 2>/dev/null || die "record exited early: $(cat "$WORK/rec.err")"
-TW0=$(tw_count)
+TW0=$(tw_count "$NS")
 T0=$(date +%s.%N)
 C0=$(ticks "$REC_PID")
 RSS=0
@@ -101,7 +94,7 @@ for ((i = 0; i < SECS; i++)); do
 done
 C1=$(ticks "$REC_PID")
 T1=$(date +%s.%N)
-TW1=$(tw_count)
+TW1=$(tw_count "$NS")
 wait "$REC_PID" || die "record failed: $(cat "$WORK/rec.err")"
 REC_PID=
 

@@ -48,12 +48,11 @@ RUNS=${RUNS:-3}
 OUT=${OUT:-}
 TIMEOUT_S=120 # per timed command
 
-die() { echo "run.sh: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
+SCRIPT=run.sh
+. "$(dirname "$0")/lib.sh"
 
 [[ $N =~ ^[0-9]+$ ]] || die "N must be a number, got '$N'"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, got '$RUNS'"
-[[ $(id -u) == 0 ]] || die "needs root (network namespaces): sudo bash bench/run.sh"
 for c in ip ss go awk timeout; do
 	command -v "$c" >/dev/null || die "$c not found"
 done
@@ -77,19 +76,8 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Namespaces of earlier runs that were killed before their trap ran.
-for old in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^tl-bench-[0-9]*$' || true); do
-	pid=${old#tl-bench-}
-	if ! kill -0 "$pid" 2>/dev/null; then
-		log "removing stale namespace $old"
-		ip netns del "$old" || true
-	fi
-done
-
-now_us() { echo "${EPOCHREALTIME/./}"; }
+bench_signals
+sweep_stale tl-bench-
 
 # ---- build ----------------------------------------------------------------
 log "building bench/twgen and bench/rawcount"
@@ -147,9 +135,6 @@ for id in summary sockets doctor; do
 	fi
 done
 
-tw_count() {
-	ss -N "$NS" -s 2>/dev/null | sed -n 's/.*timewait \([0-9]*\).*/\1/p' | head -1
-}
 
 GEN_START=0
 GEN_SECS=()
@@ -166,7 +151,7 @@ generate() {
 	end=$(now_us)
 	GEN_SECS+=("$(awk -v a="$GEN_START" -v b="$end" 'BEGIN{printf "%.1f", (b-a)/1e6}')")
 	local tw
-	tw=$(tw_count)
+	tw=$(tw_count "$NS")
 	log "generated in ${GEN_SECS[-1]} s; sockstat timewait=$tw"
 	if ((${tw:-0} < N * 99 / 100)); then
 		die "only $tw TIME_WAIT sockets after generating $N"
@@ -183,7 +168,7 @@ generate() {
 wait_empty() {
 	local i tw
 	for ((i = 0; i < 90; i++)); do
-		tw=$(tw_count)
+		tw=$(tw_count "$NS")
 		((${tw:-0} == 0)) && return 0
 		sleep 1
 	done
@@ -220,7 +205,7 @@ for ((round = 1; round <= RUNS; round++)); do
 			generate
 			REGENS=$((REGENS + 1))
 		fi
-		tw=$(tw_count)
+		tw=$(tw_count "$NS")
 		tw=${tw:-0}
 		((TW_MIN < 0 || tw < TW_MIN)) && TW_MIN=$tw
 		((tw > TW_MAX)) && TW_MAX=$tw

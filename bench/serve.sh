@@ -19,8 +19,9 @@ export LC_ALL=C
 N=${N:-1000000}
 SECS=${SECS:-16}
 PAR=${PAR:-32}
-[[ $N =~ ^[0-9]+$ ]] || { echo "serve.sh: N must be a number" >&2; exit 1; }
-[[ $(id -u) == 0 ]] || { echo "serve.sh: needs root (network namespaces)" >&2; exit 1; }
+SCRIPT=serve.sh
+. "$(dirname "$0")/lib.sh"
+[[ $N =~ ^[0-9]+$ ]] || die "N must be a number"
 cd "$(dirname "$0")/.."
 NS=tl-bench-serve-$$
 TMP=$(mktemp -d)
@@ -31,6 +32,8 @@ cleanup() {
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
+bench_signals
+sweep_stale tl-bench-serve-
 go build -o "$TMP/tcplens" ./cmd/tcplens
 go build -o "$TMP/twgen" ./bench/twgen
 ip netns add "$NS"

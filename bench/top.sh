@@ -23,11 +23,10 @@ export LC_ALL=C
 
 N=${N:-1000000}
 K=${K:-20}
-die() { echo "top.sh: $*" >&2; exit 1; }
-log() { echo "top.sh: $*" >&2; }
+SCRIPT=top.sh
+. "$(dirname "$0")/lib.sh"
 [[ $N =~ ^[0-9]+$ ]] || die "N must be a number"
 [[ $K =~ ^[1-9][0-9]*$ ]] || die "K must be a positive number"
-[[ $(id -u) == 0 ]] || die "needs root (network namespaces)"
 for c in ip ss go tmux awk; do command -v "$c" >/dev/null || die "$c not found"; done
 
 cd "$(dirname "$0")/.."
@@ -42,12 +41,8 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for old in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^tl-benchtop-[0-9]+(-empty)?$' || true); do
-	pid=${old#tl-benchtop-}; pid=${pid%-empty}
-	kill -0 "$pid" 2>/dev/null || ip netns del "$old" || true
-done
+bench_signals
+sweep_stale tl-benchtop-
 
 log "building tcplens and bench/twgen"
 go build -o "$WORK/tcplens" ./cmd/tcplens
@@ -55,7 +50,6 @@ go build -o "$WORK/twgen" ./bench/twgen
 ip netns add "$NS" && ip -n "$NS" link set lo up
 ip netns add "$EMPTY" && ip -n "$EMPTY" link set lo up
 
-now_us() { echo "${EPOCHREALTIME/./}"; }
 tx() { tmux -L "$SOCK" -f /dev/null "$@"; }
 screen() { tx capture-pane -p -t top; }
 sortlabel() { screen | grep -o 'PORTS IN USE sort: [a-z_ ]*' | head -1; }
