@@ -72,6 +72,15 @@ func listen(ns string, dur time.Duration) error {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	deadline := time.After(dur)
+	// take ends a window and adds it to the totals.
+	take := func() *churn.Window {
+		w := l.Swap()
+		closed += w.Total.Closed
+		dropped += w.Dropped
+		overruns += w.Overruns
+		maxPerSec = max(maxPerSec, int(w.Total.PerSecond))
+		return w
+	}
 loop:
 	for {
 		select {
@@ -81,18 +90,11 @@ loop:
 			break loop
 		case <-t.C:
 		}
-		w := l.Swap()
-		closed += w.Total.Closed
-		dropped += w.Dropped
-		overruns += w.Overruns
-		maxPerSec = max(maxPerSec, int(w.Total.PerSecond))
+		w := take()
 		fmt.Printf("window %.2fs: %d closed (%.0f/s), %d dropped (exact %v), %d ENOBUFS\n",
 			w.Duration().Seconds(), w.Total.Closed, w.Total.PerSecond, w.Dropped, w.DroppedExact, w.Overruns)
 	}
-	w := l.Swap()
-	closed += w.Total.Closed
-	dropped += w.Dropped
-	overruns += w.Overruns
+	take() // the events that arrived since the last tick
 	wall, used := time.Since(start), cpu()-cpu0
 	if err := l.Err(); err != nil {
 		return err
