@@ -461,31 +461,7 @@ func (r *route) closeAll(doomed []*pconn) []*pconn {
 // dialConn makes one connection with the socket options set, bounded by
 // DialTimeout and by Close.
 func (p *Pool) dialConn(addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
-	defer cancel()
-	var (
-		nc  net.Conn
-		err error
-	)
-	if p.cfg.Dial != nil {
-		d := p.dialer // a copy: the hook may not change the pool's dialer
-		nc, err = p.cfg.Dial(ctx, &d, p.cfg.Network, addr)
-		if err == nil && nc == nil {
-			err = errors.New("the Dial hook returned neither a connection nor an error")
-		}
-		if err == nil {
-			if err = p.opts.apply(nc); err != nil {
-				nc.Close()
-			}
-		}
-	} else {
-		nc, err = p.dialer.DialContext(ctx, p.cfg.Network, addr)
-		if err == nil && !p.opts.noDelay {
-			if err = nc.(*net.TCPConn).SetNoDelay(false); err != nil {
-				nc.Close()
-			}
-		}
-	}
+	nc, err := p.cfg.dialContext(p.ctx, p.cfg.Network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("pool: dial %s: %w", addr, err)
 	}
