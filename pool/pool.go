@@ -267,7 +267,7 @@ func (p *Pool) makeRoom(r *route) {
 		o.mu.Lock()
 		if pc = o.idle.popFront(); pc != nil {
 			o.open--
-			o.c.SurplusCloses++
+			o.countClose(reasonSurplus)
 		}
 		o.mu.Unlock()
 		if pc != nil {
