@@ -62,13 +62,9 @@ func BenchmarkGetRelease(b *testing.B) {
 	}
 	impls := []impl{
 		{"tcplens", func(b *testing.B, parallel bool) {
-			p, err := New(Config{MaxPerRoute: benchSize, Dial: func(context.Context, *net.Dialer, string, string) (net.Conn, error) {
+			p := newPool(b, Config{MaxPerRoute: benchSize, Dial: func(context.Context, *net.Dialer, string, string) (net.Conn, error) {
 				return nopConn{}, nil
 			}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer p.Close()
 			var warm []*Conn
 			for range benchSize {
 				c, _ := p.Get(ctx, "bench:1")
@@ -146,11 +142,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			startServer(b, ns, modeEcho, 0)
 			var p *Pool
 			if mode == "pool" {
-				var err error
-				if p, err = New(Config{MaxPerRoute: conc, Dial: nsDial(ns)}); err != nil {
-					b.Fatal(err)
-				}
-				defer p.Close()
+				p = newNSPool(b, ns, Config{MaxPerRoute: conc})
 			}
 			ctx := context.Background()
 			d := &net.Dialer{}

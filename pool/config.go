@@ -172,7 +172,7 @@ func (c Config) WithDefaults() (Config, error) {
 	if err != nil {
 		return wrap(err)
 	}
-	c.MaxTotal, c.MaxPerRoute, c.MinIdlePerRoute, c.MaxConcurrentDials = l.MaxTotal, l.MaxPerRoute, l.MinIdlePerRoute, l.MaxConcurrentDials
+	c.setLimits(l)
 
 	if c.WaitTimeout < 0 {
 		return wrap(errors.New("WaitTimeout is negative; waits are always bounded, use a long timeout instead"))
@@ -245,6 +245,10 @@ func (c Config) limits() Limits {
 	return Limits{MaxTotal: c.MaxTotal, MaxPerRoute: c.MaxPerRoute, MinIdlePerRoute: c.MinIdlePerRoute, MaxConcurrentDials: c.MaxConcurrentDials}
 }
 
+func (c *Config) setLimits(l Limits) {
+	c.MaxTotal, c.MaxPerRoute, c.MinIdlePerRoute, c.MaxConcurrentDials = l.MaxTotal, l.MaxPerRoute, l.MinIdlePerRoute, l.MaxConcurrentDials
+}
+
 func orDefault(d, def time.Duration) time.Duration {
 	if d == 0 {
 		return def
@@ -255,9 +259,10 @@ func orDefault(d, def time.Duration) time.Duration {
 // dialer is the net.Dialer every connection goes through: dial timeout,
 // keepalive and, in Control, TCP_USER_TIMEOUT set before connect.
 func (c Config) dialer() net.Dialer {
-	d := net.Dialer{Timeout: c.DialTimeout, Control: c.sockOpts().control}
-	if c.KeepAliveIdle > 0 {
-		d.KeepAliveConfig = net.KeepAliveConfig{Enable: true, Idle: c.KeepAliveIdle, Interval: c.KeepAliveInterval, Count: c.KeepAliveCount}
+	o := c.sockOpts()
+	d := net.Dialer{Timeout: c.DialTimeout, Control: o.control}
+	if o.keepAlive.Enable {
+		d.KeepAliveConfig = o.keepAlive
 	} else {
 		d.KeepAlive = -1
 	}
@@ -270,4 +275,42 @@ func (c Config) sockOpts() sockOpts {
 		o.keepAlive = net.KeepAliveConfig{Enable: true, Idle: c.KeepAliveIdle, Interval: c.KeepAliveInterval, Count: c.KeepAliveCount}
 	}
 	return o
+}
+
+// dialContext makes one connection with every socket option set, bounded
+// by DialTimeout and ctx; the pool and NewHTTPTransport both dial through
+// it. Without a Dial hook it dials through c.dialer() and then clears
+// TCP_NODELAY if DisableNoDelay is set (Go sets it after connect, so
+// Control cannot). With a hook, the hook gets its own copy of the dialer,
+// must return a connection or an error, and the options are set again on
+// what it returns.
+func (c Config) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	d, o := c.dialer(), c.sockOpts()
+	if c.Dial == nil {
+		nc, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := nc.(*net.TCPConn); ok && !o.noDelay {
+			if err := tc.SetNoDelay(false); err != nil {
+				nc.Close()
+				return nil, fmt.Errorf("clear TCP_NODELAY: %w", err)
+			}
+		}
+		return nc, nil
+	}
+	nc, err := c.Dial(ctx, &d, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("the Dial hook returned neither a connection nor an error")
+	}
+	if err := o.apply(nc); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return nc, nil
 }

@@ -15,8 +15,7 @@ type pconn struct {
 	r         *route
 	nc        net.Conn
 	raw       syscall.RawConn // for the peek; nil when nc has no fd
-	created   int64           // pool clock, ns
-	expires   int64           // 0: no MaxLifetime
+	expires   int64           // pool clock, ns; 0: no MaxLifetime
 	idleSince int64
 	leak      *time.Timer // of the current checkout, if leak detection is on
 }
@@ -116,7 +115,7 @@ func (c *Conn) done(discard bool) {
 		}
 	}
 	if discard {
-		r.drop(c.pc, reasonDiscard, true)
+		r.drop(c.pc, reasonDiscard)
 		return
 	}
 	// No clock read: the later of the Get time and the pool's coarse clock
@@ -176,36 +175,26 @@ func (c *Conn) reportLeak(held time.Duration, pcs []uintptr) {
 }
 
 // formatStack renders the frames above (*Pool).Get, one "func\n\tfile:line"
-// pair per frame, like a panic trace.
+// pair per frame, like a panic trace. If Get is not found (inlined away?),
+// every frame is kept.
 func formatStack(pcs []uintptr) string {
 	var b strings.Builder
 	frames := runtime.CallersFrames(pcs)
-	inPool := true
+	foundGet := false
 	for {
 		f, more := frames.Next()
-		if !inPool {
-			b.WriteString(f.Function)
-			b.WriteString("\n\t")
-			b.WriteString(f.File)
-			b.WriteByte(':')
-			b.WriteString(strconv.Itoa(f.Line))
-			b.WriteByte('\n')
-		}
-		if strings.HasSuffix(f.Function, ".(*Pool).Get") {
-			inPool = false
+		b.WriteString(f.Function)
+		b.WriteString("\n\t")
+		b.WriteString(f.File)
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(f.Line))
+		b.WriteByte('\n')
+		if !foundGet && strings.HasSuffix(f.Function, ".(*Pool).Get") {
+			foundGet = true
+			b.Reset() // drop the pool's own frames, Get included
 		}
 		if !more {
 			break
-		}
-	}
-	if inPool { // Get not found (inlined away?): keep everything
-		frames = runtime.CallersFrames(pcs)
-		for {
-			f, more := frames.Next()
-			b.WriteString(f.Function + "\n\t" + f.File + ":" + strconv.Itoa(f.Line) + "\n")
-			if !more {
-				break
-			}
 		}
 	}
 	return b.String()

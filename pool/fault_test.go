@@ -3,9 +3,13 @@ package pool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptrace"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -134,13 +138,9 @@ func TestSocketOptions(t *testing.T) {
 		want(t, c, 1234, 7, 5, 3)
 	})
 	t.Run("Dial hook that ignores the dialer", func(t *testing.T) {
-		p, err := New(Config{UserTimeout: 2 * time.Second, Dial: func(ctx context.Context, _ *net.Dialer, n, a string) (net.Conn, error) {
+		p := newPool(t, Config{UserTimeout: 2 * time.Second, Dial: func(ctx context.Context, _ *net.Dialer, n, a string) (net.Conn, error) {
 			return ns.Dial(ctx, &net.Dialer{KeepAlive: -1}, n, a)
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
 		c, err := p.Get(context.Background(), srvAddr)
 		if err != nil {
 			t.Fatal(err)
@@ -148,6 +148,91 @@ func TestSocketOptions(t *testing.T) {
 		defer c.Release()
 		want(t, c.NetConn(), 2000, 15, 5, 3)
 	})
+}
+
+// TestDisableNoDelay reads TCP_NODELAY on connections from the pool and
+// from NewHTTPTransport, with and without a Dial hook. Go sets TCP_NODELAY
+// after connect, so DisableNoDelay must clear it afterwards.
+func TestDisableNoDelay(t *testing.T) {
+	checkLeaks(t)
+	ns := harness.NewT(t)
+	// Without a Dial hook the dial runs in the test's own namespace, so that
+	// case gets a loopback server here; the hook dials inside ns.
+	hostLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer serveHTTP(t, hostLn, &http.Server{Handler: http.NotFoundHandler()})()
+	defer serveHTTP(t, nsListen(t, ns, srvAddr), &http.Server{Handler: http.NotFoundHandler()})()
+	for _, tc := range []struct {
+		name string
+		addr string
+		dial func(context.Context, *net.Dialer, string, string) (net.Conn, error)
+	}{
+		{"no Dial hook", hostLn.Addr().String(), nil},
+		{"Dial hook", srvAddr, nsDial(ns)},
+	} {
+		for _, disable := range []bool{false, true} {
+			want := 1
+			if disable {
+				want = 0
+			}
+			cfg := Config{Dial: tc.dial, DisableNoDelay: disable}
+			t.Run(fmt.Sprintf("%s/DisableNoDelay=%v", tc.name, disable), func(t *testing.T) {
+				p := newPool(t, cfg)
+				c, err := p.Get(context.Background(), tc.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Release()
+				if got := getsockopt(t, c.NetConn(), unix.IPPROTO_TCP, unix.TCP_NODELAY); got != want {
+					t.Errorf("pool connection: TCP_NODELAY = %d, want %d", got, want)
+				}
+
+				tr, err := NewHTTPTransport(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.CloseIdleConnections()
+				got := -1
+				trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+					got = getsockopt(t, i.Conn, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+				}}
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "http://"+tc.addr+"/", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if got != want {
+					t.Errorf("HTTP transport connection: TCP_NODELAY = %d, want %d", got, want)
+				}
+			})
+		}
+	}
+}
+
+// TestDialHookReturnsNothing: a Dial hook that returns neither a connection
+// nor an error fails the dial, in the pool and in the HTTP transport.
+func TestDialHookReturnsNothing(t *testing.T) {
+	checkLeaks(t)
+	cfg := Config{FailFastAfter: 1, Dial: func(context.Context, *net.Dialer, string, string) (net.Conn, error) {
+		return nil, nil
+	}}
+	p := newPool(t, cfg)
+	if c, err := p.Get(context.Background(), "nothing:1"); err == nil || !strings.Contains(err.Error(), "neither") {
+		t.Errorf("pool Get = %v, %v; want the hook's (nil, nil) reported", c, err)
+	}
+	tr, err := NewHTTPTransport(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := tr.DialContext(context.Background(), "tcp", "nothing:1"); nc != nil || err == nil || !strings.Contains(err.Error(), "neither") {
+		t.Errorf("transport dial = %v, %v; want the hook's (nil, nil) reported", nc, err)
+	}
 }
 
 func TestServerRestartWhileIdle(t *testing.T) {
@@ -429,13 +514,7 @@ func TestHammerStaysWithinMaxPerRoute(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				n := inUse.Add(1)
-				for {
-					m := peak.Load()
-					if n <= m || peak.CompareAndSwap(m, n) {
-						break
-					}
-				}
+				storeMax(&peak, inUse.Add(1))
 				if err := echoRoundTrip(c); err != nil {
 					t.Error(err)
 				}
@@ -454,7 +533,7 @@ func TestHammerStaysWithinMaxPerRoute(t *testing.T) {
 	if peak.Load() > limit || ssPeak > limit || after > limit || srv.accepted.Load() > limit || rs.Dials > limit {
 		t.Errorf("more than %d connections", limit)
 	}
-	if samples == 0 || after == 0 {
+	if samples == 0 || ssPeak == 0 || after == 0 {
 		t.Error("ss saw nothing")
 	}
 	if rs.Timeouts != 0 || rs.Gets != 2000 {

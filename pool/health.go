@@ -6,35 +6,37 @@ import (
 	"time"
 )
 
-// expired is the cheap part of the staleness check: clock comparisons only.
-func (p *Pool) expired(pc *pconn, now int64) closeReason {
+// quickCheck is the part of the staleness check that needs no round
+// trip: lifetime and idle timeout, then, for a connection idle at least
+// IdleCheckAfter, the peek (one non-blocking syscall). due reports that the
+// connection was idle long enough to be checked and is not yet condemned.
+func (p *Pool) quickCheck(pc *pconn, now int64) (reason closeReason, due bool) {
 	if pc.expires > 0 && now >= pc.expires {
-		return reasonLifetime
+		return reasonLifetime, false
 	}
-	if p.cfg.IdleTimeout > 0 && now-pc.idleSince >= int64(p.cfg.IdleTimeout) {
-		return reasonIdle
+	idle := now - pc.idleSince
+	if p.cfg.IdleTimeout > 0 && idle >= int64(p.cfg.IdleTimeout) {
+		return reasonIdle, false
 	}
-	return keep
+	if p.cfg.IdleCheckAfter < 0 || idle < int64(p.cfg.IdleCheckAfter) {
+		return keep, false
+	}
+	if pc.raw != nil && peek(pc.raw) != nil {
+		return reasonStale, false
+	}
+	return keep, true
 }
 
 // check decides whether an idle connection taken by Get can be handed out.
 // A connection idle for less than IdleCheckAfter is trusted: it was just in
 // use, and a syscall per Get would double the pool's cost. Older ones get
-// the peek (one non-blocking syscall, no round trip) and then Ping.
+// the peek and then Ping.
 func (p *Pool) check(ctx context.Context, pc *pconn, now int64) closeReason {
-	if r := p.expired(pc, now); r != keep {
-		return r
-	}
-	if p.cfg.IdleCheckAfter < 0 || now-pc.idleSince < int64(p.cfg.IdleCheckAfter) {
-		return keep
-	}
-	if pc.raw != nil && peek(pc.raw) != nil {
+	reason, due := p.quickCheck(pc, now)
+	if due && p.cfg.Ping != nil && p.ping(ctx, pc) != nil {
 		return reasonStale
 	}
-	if p.cfg.Ping != nil && p.ping(ctx, pc) != nil {
-		return reasonStale
-	}
-	return keep
+	return reason
 }
 
 // ping runs the user's Ping with PingTimeout as context deadline and as
@@ -74,23 +76,21 @@ func (p *Pool) maintainLoop() {
 	}
 }
 
-// maintain closes the route's idle connections that expired or, idle for
-// IdleCheckAfter, fail the peek (non-blocking, so done under the lock). With tick it also trims connections above the limits, forgets the
-// route when it has been unused for routeTTL, and refills.
+// maintain closes the route's idle connections that fail quickCheck
+// (expired or, idle for IdleCheckAfter, failing the peek: non-blocking, so
+// done under the lock). With tick it also trims connections above the
+// limits, forgets the route when it has been unused for routeTTL, and
+// refills.
 func (r *route) maintain(now int64, tick bool) {
 	p := r.p
 	lim := p.limits.Load()
-	peekAfter := int64(p.cfg.IdleCheckAfter) // < 0: never
 	r.mu.Lock()
 	if r.removed || p.closed.Load() {
 		r.mu.Unlock()
 		return
 	}
 	doomed := r.idle.removeIf(nil, func(pc *pconn) bool {
-		reason := p.expired(pc, now)
-		if reason == keep && peekAfter >= 0 && now-pc.idleSince >= peekAfter && pc.raw != nil && peek(pc.raw) != nil {
-			reason = reasonStale
-		}
+		reason, _ := p.quickCheck(pc, now)
 		r.countClose(reason)
 		return reason != keep
 	})

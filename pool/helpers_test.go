@@ -38,14 +38,8 @@ type pipeServer struct {
 }
 
 func (s *pipeServer) Dial(ctx context.Context, _ *net.Dialer, _, _ string) (net.Conn, error) {
-	n := s.inDial.Add(1)
+	storeMax(&s.maxDial, s.inDial.Add(1))
 	defer s.inDial.Add(-1)
-	for {
-		m := s.maxDial.Load()
-		if n <= m || s.maxDial.CompareAndSwap(m, n) {
-			break
-		}
-	}
 	s.dials.Add(1)
 	if s.gate != nil {
 		select {
@@ -87,18 +81,36 @@ func (s *pipeServer) setFail(err error) {
 	s.fail.Store(&err)
 }
 
-// newTestPool makes a pool dialling s, closed at test end.
+// storeMax raises v to n if n is larger: a peak kept by concurrent writers.
+func storeMax(v *atomic.Int64, n int64) {
+	for {
+		m := v.Load()
+		if n <= m || v.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// newPool makes a pool from cfg, closed at test end.
+func newPool(t testing.TB, cfg Config) *Pool {
+	t.Helper()
+	p, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// newTestPool makes a pool dialling s (unless cfg.Dial is set), closed at
+// test end, and then checks that every server end saw its connection close.
 func newTestPool(t testing.TB, s *pipeServer, cfg Config) *Pool {
 	t.Helper()
 	if cfg.Dial == nil {
 		cfg.Dial = s.Dial
 	}
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Registered before newPool's cleanup, so it runs after the pool closed.
 	t.Cleanup(func() {
-		p.Close()
 		done := make(chan struct{})
 		go func() { s.wg.Wait(); close(done) }()
 		select {
@@ -107,7 +119,7 @@ func newTestPool(t testing.TB, s *pipeServer, cfg Config) *Pool {
 			t.Error("pipe server goroutines still running: a connection was never released")
 		}
 	})
-	return p
+	return newPool(t, cfg)
 }
 
 // eventually polls cond every 2ms for at most d.

@@ -1,8 +1,6 @@
 package pool
 
 import (
-	"context"
-	"net"
 	"net/http"
 	"time"
 )
@@ -18,8 +16,9 @@ import (
 //     connection the transport may open may also stay idle;
 //   - MaxIdleConns = MaxTotal;
 //   - IdleConnTimeout = IdleTimeout (45s: below the 60s LB idle timeout);
-//   - the dialer sets DialTimeout, TCP keepalive, and TCP_USER_TIMEOUT in
-//     its Control function; cfg.Dial, if set, is used as for the pool.
+//   - connections are dialled exactly as the pool dials them: bounded by
+//     DialTimeout, with TCP keepalive, TCP_USER_TIMEOUT and TCP_NODELAY
+//     (or not, with DisableNoDelay) set, through cfg.Dial if set.
 //
 // Like net/http, the transport bounds waits for a connection only by the
 // request's context: give requests a deadline.
@@ -28,30 +27,13 @@ func NewHTTPTransport(cfg Config) (*http.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := c.dialer()
-	opts := c.sockOpts()
-	dial := d.DialContext
-	if c.Dial != nil {
-		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d := d
-			nc, err := c.Dial(ctx, &d, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			if err := opts.apply(nc); err != nil {
-				nc.Close()
-				return nil, err
-			}
-			return nc, nil
-		}
-	}
 	idle := c.IdleTimeout
 	if idle < 0 {
 		idle = 0 // net/http: no limit
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dial,
+		DialContext:           c.dialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          c.MaxTotal,
 		MaxIdleConnsPerHost:   c.MaxPerRoute,

@@ -39,28 +39,18 @@ func TestHTTPTransportTimeWait(t *testing.T) {
 	checkLeaks(t)
 	const conc, perWorker = 64, 30
 	load := func(t *testing.T, ns *harness.Namespace, tr *http.Transport) (tw int, conns int64) {
-		ln, err := ns.Listen("tcp", srvAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var accepted atomic.Int64
-		srv := &http.Server{
-			Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
-			ReadHeaderTimeout: 5 * time.Second,
+		stop := serveHTTP(t, nsListen(t, ns, srvAddr), &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }),
 			ConnState: func(_ net.Conn, s http.ConnState) {
 				if s == http.StateNew {
 					accepted.Add(1)
 				}
 			},
-		}
-		served := make(chan struct{})
-		go func() { defer close(served); srv.Serve(ln) }()
+		})
 		defer func() {
 			tr.CloseIdleConnections()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(ctx)
-			<-served
+			stop()
 		}()
 		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		var wg sync.WaitGroup
@@ -101,13 +91,7 @@ func TestHTTPTransportTimeWait(t *testing.T) {
 		userTimeout = getsockopt(t, i.Conn, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
 	}}
 	poolTW, poolConns := func() (int, int64) {
-		ln, err := nsPool.Listen("tcp", "127.0.0.1:9001")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: time.Second}
-		served := make(chan struct{})
-		go func() { defer close(served); srv.Serve(ln) }()
+		stop := serveHTTP(t, nsListen(t, nsPool, "127.0.0.1:9001"), &http.Server{Handler: http.NotFoundHandler()})
 		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", "http://127.0.0.1:9001/", nil)
 		if resp, err := tr.RoundTrip(req); err == nil {
 			resp.Body.Close()
@@ -115,8 +99,7 @@ func TestHTTPTransportTimeWait(t *testing.T) {
 			t.Error(err)
 		}
 		tr.CloseIdleConnections()
-		srv.Close()
-		<-served
+		stop()
 		return load(t, nsPool, tr)
 	}()
 	if userTimeout != 30000 {
@@ -129,5 +112,34 @@ func TestHTTPTransportTimeWait(t *testing.T) {
 	}
 	if defTW <= poolTW {
 		t.Errorf("default transport left %d TIME_WAIT, no more than the pool transport's %d", defTW, poolTW)
+	}
+}
+
+// nsListen listens on addr inside ns.
+func nsListen(t testing.TB, ns *harness.Namespace, addr string) net.Listener {
+	t.Helper()
+	ln, err := ns.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// serveHTTP serves srv on ln (with a ReadHeaderTimeout of 5s if it has
+// none) until stop, which shuts the server down and waits for it.
+func serveHTTP(t testing.TB, ln net.Listener, srv *http.Server) (stop func()) {
+	t.Helper()
+	if srv.ReadHeaderTimeout == 0 {
+		srv.ReadHeaderTimeout = 5 * time.Second
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("http server shutdown: %v", err)
+		}
+		<-served
 	}
 }

@@ -121,15 +121,11 @@ func (s *tcpServer) stop() {
 	s.wg.Wait()
 }
 
+// newNSPool makes a pool dialling inside ns, closed at test end.
 func newNSPool(t testing.TB, ns *harness.Namespace, cfg Config) *Pool {
 	t.Helper()
 	cfg.Dial = nsDial(ns)
-	p, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return newPool(t, cfg)
 }
 
 // countSockets counts sockets in ns matching an ss state filter and

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +14,8 @@ import (
 // for concurrent use. Each route has its own lock; no lock is held while
 // dialling, closing or health-checking over the network.
 type Pool struct {
-	cfg    Config // resolved, never changed after New
-	dialer net.Dialer
-	opts   sockOpts
-	epoch  time.Time // monotonic base for now()
+	cfg   Config    // resolved, never changed after New
+	epoch time.Time // monotonic base for now()
 
 	// coarse is a recent clock reading (see tick). Release uses it instead
 	// of reading the clock: a clock read is ~30ns on a VM, a quarter of a
@@ -53,7 +50,7 @@ func New(cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: c, dialer: c.dialer(), opts: c.sockOpts(), epoch: time.Now()}
+	p := &Pool{cfg: c, epoch: time.Now()}
 	l := c.limits()
 	p.limits.Store(&l)
 	p.routes.Store(&map[string]*route{})
@@ -66,8 +63,7 @@ func New(cfg Config) (*Pool, error) {
 // Config returns the configuration in force, defaults filled in.
 func (p *Pool) Config() Config {
 	c := p.cfg
-	l := p.limits.Load()
-	c.MaxTotal, c.MaxPerRoute, c.MinIdlePerRoute, c.MaxConcurrentDials = l.MaxTotal, l.MaxPerRoute, l.MinIdlePerRoute, l.MaxConcurrentDials
+	c.setLimits(*p.limits.Load())
 	return c
 }
 
@@ -271,7 +267,7 @@ func (p *Pool) makeRoom(r *route) {
 		o.mu.Lock()
 		if pc = o.idle.popFront(); pc != nil {
 			o.open--
-			o.c.SurplusCloses++
+			o.countClose(reasonSurplus)
 		}
 		o.mu.Unlock()
 		if pc != nil {

@@ -105,7 +105,7 @@ func (r *route) get(ctx context.Context, start int64) (*Conn, error) {
 		if reason == keep {
 			return r.newConn(pc, now), nil
 		}
-		r.drop(pc, reason, true)
+		r.drop(pc, reason)
 		now = p.now()
 		if reason == reasonStale && !swept {
 			// One dead connection usually means the peer restarted and
@@ -256,11 +256,8 @@ func (r *route) dialDone(nc net.Conn, err error) {
 	now := p.now()
 	r.mu.Lock()
 	r.dialing--
-	r.c.Dials++
+	r.countDialLocked(err)
 	if err != nil {
-		r.c.DialErrors++
-		r.fails++
-		r.lastErr = err
 		ff := p.cfg.FailFastAfter
 		if ff > 0 && r.fails >= ff && !r.down && !p.closed.Load() {
 			r.markDownLocked()
@@ -276,9 +273,22 @@ func (r *route) dialDone(nc net.Conn, err error) {
 		}
 		return
 	}
-	r.fails = 0
-	r.down = false // a dial begun before the route went down reopens it
 	r.adoptLocked(nc, now)
+}
+
+// countDialLocked records a dial's outcome. A success resets the failure
+// count and reopens the route, even one that went down while it was in
+// flight.
+func (r *route) countDialLocked(err error) {
+	r.c.Dials++
+	if err != nil {
+		r.c.DialErrors++
+		r.fails++
+		r.lastErr = err
+		return
+	}
+	r.fails = 0
+	r.down = false
 }
 
 // adoptLocked takes a freshly dialled connection into the route (or closes
@@ -366,10 +376,7 @@ func (r *route) probe() {
 			}
 			p.freeSlot()
 			r.mu.Lock()
-			r.c.Dials++
-			r.c.DialErrors++
-			r.fails++
-			r.lastErr = err
+			r.countDialLocked(err)
 			r.mu.Unlock()
 		}
 		backoff = min(2*backoff, p.cfg.ProbeMaxInterval)
@@ -381,8 +388,8 @@ func (r *route) reopen(nc net.Conn) {
 	p := r.p
 	now := p.now()
 	r.mu.Lock()
-	r.c.Dials++
-	r.down, r.fails, r.probing = false, 0, false
+	r.countDialLocked(nil)
+	r.probing = false
 	r.adoptLocked(nc, now)
 }
 
@@ -409,32 +416,24 @@ func (r *route) release(pc *pconn, now int64) {
 		reason = reasonSurplus
 	}
 	if reason == keep {
-		if w := r.waiters.popFront(); w != nil {
-			w.deliver(pc, nil)
-			r.unstarveLocked()
-		} else {
-			r.inUse--
-			pc.idleSince = now
-			r.idle.push(pc)
-		}
+		r.inUse-- // placeLocked counts it again if a waiter takes it
+		r.placeLocked(pc, now)
 		r.mu.Unlock()
 		return
 	}
-	r.inUse--
-	r.open--
-	r.countClose(reason)
-	r.mu.Unlock()
-	pc.nc.Close()
-	p.freeSlot()
-	r.kick()
+	r.closeLocked(pc, reason)
 }
 
 // drop closes a connection that was popped or handed out and frees its slot.
-func (r *route) drop(pc *pconn, reason closeReason, inUse bool) {
+func (r *route) drop(pc *pconn, reason closeReason) {
 	r.mu.Lock()
-	if inUse {
-		r.inUse--
-	}
+	r.closeLocked(pc, reason)
+}
+
+// closeLocked closes a connection that was popped or handed out, frees its
+// slot and lets the route dial for its waiters. It unlocks r.mu.
+func (r *route) closeLocked(pc *pconn, reason closeReason) {
+	r.inUse--
 	r.open--
 	r.countClose(reason)
 	r.mu.Unlock()
@@ -461,31 +460,7 @@ func (r *route) closeAll(doomed []*pconn) []*pconn {
 // dialConn makes one connection with the socket options set, bounded by
 // DialTimeout and by Close.
 func (p *Pool) dialConn(addr string) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
-	defer cancel()
-	var (
-		nc  net.Conn
-		err error
-	)
-	if p.cfg.Dial != nil {
-		d := p.dialer // a copy: the hook may not change the pool's dialer
-		nc, err = p.cfg.Dial(ctx, &d, p.cfg.Network, addr)
-		if err == nil && nc == nil {
-			err = errors.New("the Dial hook returned neither a connection nor an error")
-		}
-		if err == nil {
-			if err = p.opts.apply(nc); err != nil {
-				nc.Close()
-			}
-		}
-	} else {
-		nc, err = p.dialer.DialContext(ctx, p.cfg.Network, addr)
-		if err == nil && !p.opts.noDelay {
-			if err = nc.(*net.TCPConn).SetNoDelay(false); err != nil {
-				nc.Close()
-			}
-		}
-	}
+	nc, err := p.cfg.dialContext(p.ctx, p.cfg.Network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("pool: dial %s: %w", addr, err)
 	}
@@ -493,7 +468,7 @@ func (p *Pool) dialConn(addr string) (net.Conn, error) {
 }
 
 func (p *Pool) newPconn(r *route, nc net.Conn, now int64) *pconn {
-	pc := &pconn{r: r, nc: nc, created: now, idleSince: now}
+	pc := &pconn{r: r, nc: nc, idleSince: now}
 	if p.cfg.MaxLifetime > 0 {
 		pc.expires = now + int64(jitter(p.cfg.MaxLifetime, p.cfg.LifetimeJitter))
 	}

@@ -69,9 +69,10 @@ func (r *route) statsLocked() RouteStats {
 	return s
 }
 
-// retire keeps the counters of a forgotten route in the totals.
+// retire keeps the counters of a forgotten route in the totals. A route is
+// forgotten only with nothing open, dialling or waiting and not down, so
+// its gauges are all zero.
 func (p *Pool) retire(s RouteStats) {
-	s.Open, s.InUse, s.Idle, s.Waiting, s.Dialing, s.Down = 0, 0, 0, 0, 0, false
 	p.mu.Lock()
 	p.retired.add(s)
 	p.mu.Unlock()

@@ -88,9 +88,17 @@ func TestCollectorOnRealPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	found := false
 	for _, mf := range mfs {
-		if mf.GetName() == "pool_idle" && mf.GetMetric()[0].GetGauge().GetValue() != 1 {
-			t.Errorf("pool_idle = %v", mf.GetMetric()[0].GetGauge().GetValue())
+		if mf.GetName() != "pool_idle" {
+			continue
 		}
+		found = true
+		if ms := mf.GetMetric(); len(ms) != 1 || ms[0].GetGauge().GetValue() != 1 {
+			t.Errorf("pool_idle = %v, want one series of value 1", ms)
+		}
+	}
+	if !found {
+		t.Error("pool_idle not gathered")
 	}
 }
