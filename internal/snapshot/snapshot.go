@@ -191,11 +191,13 @@ func (s *Snapshot) Owners(sk *sockdiag.Socket) []*procs.Process {
 
 // SideOf classifies a connected socket the same way TIME_WAIT sockets are
 // grouped.
-func (s *Snapshot) SideOf(local uint16) Side {
+func (s *Snapshot) SideOf(local uint16) Side { return sideOf(&s.listening, &s.Sysctls, local) }
+
+func sideOf(listening *portSet, sys *kernel.Sysctls, local uint16) Side {
 	switch {
-	case s.Listening(local):
+	case listening.has(local):
 		return Server
-	case s.Sysctls.IsEphemeral(local):
+	case sys.IsEphemeral(local):
 		return Client
 	default:
 		return Bound

@@ -28,13 +28,13 @@ func newTWTally(sys *kernel.Sysctls, listening *portSet) *twTally {
 func (t *twTally) add(sk *sockdiag.Socket) {
 	k := TWKey{Local: sk.Local.Addr(), Remote: sk.Remote.Addr()}
 	lp := sk.Local.Port()
-	switch {
-	case t.listening.has(lp):
-		k.Side, k.LocalPort = Server, lp
-	case t.sys.IsEphemeral(lp):
-		k.Side, k.RemotePort = Client, sk.Remote.Port()
+	switch k.Side = sideOf(t.listening, t.sys, lp); k.Side {
+	case Server:
+		k.LocalPort = lp
+	case Client:
+		k.RemotePort = sk.Remote.Port()
 	default:
-		k.Side, k.LocalPort, k.RemotePort = Bound, lp, sk.Remote.Port()
+		k.LocalPort, k.RemotePort = lp, sk.Remote.Port()
 	}
 	g := t.last
 	if g == nil || g.TWKey != k {
