@@ -50,7 +50,6 @@ func (r idleNoKeepalive) Check(in *Input) []Finding {
 	if limit <= 0 {
 		limit = defaultIdleTimeout
 	}
-	listening := listenPorts(in.Now)
 	byPID := make(map[int]*idleProc)
 	for i := range in.Now.Sockets {
 		sk := &in.Now.Sockets[i]
@@ -71,7 +70,7 @@ func (r idleNoKeepalive) Check(in *Input) []Finding {
 			p = &idleProc{ref: ref, owners: owners, remotes: make(map[peer]*idleRemote)}
 			byPID[ref.PID] = p
 		}
-		pr := peerOf(listening, sk)
+		pr := peerOf(in.Now, sk)
 		g := p.remotes[pr]
 		if g == nil {
 			g = &idleRemote{peer: pr}

@@ -58,7 +58,6 @@ type stallGroup struct {
 }
 
 func (r retransmitStall) Check(in *Input) []Finding {
-	listening := listenPorts(in.Now)
 	sys := &in.Now.Sysctls
 	type key struct {
 		p   peer
@@ -71,7 +70,7 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if !ok {
 			continue
 		}
-		k := key{peerOf(listening, sk), syn}
+		k := key{peerOf(in.Now, sk), syn}
 		g := groups[k]
 		if g == nil {
 			g = &stallGroup{peer: k.p, syn: syn}
@@ -92,11 +91,7 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if sk.Inode == 0 {
 			g.orphans++
 		}
-		for _, o := range in.Owners(sk) {
-			if !slices.Contains(g.procs, o) {
-				g.procs = append(g.procs, o)
-			}
-		}
+		g.procs = analyze.AddRefs(g.procs, in.Now.Owners(sk))
 	}
 	if len(groups) == 0 {
 		return nil
@@ -111,8 +106,9 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if sk.State == sockdiag.Listen {
 			continue
 		}
-		if n, ok := total[peerOf(listening, sk)]; ok {
-			total[peerOf(listening, sk)] = n + 1
+		p := peerOf(in.Now, sk)
+		if n, ok := total[p]; ok {
+			total[p] = n + 1
 		}
 	}
 	list := make([]*stallGroup, 0, len(groups))

@@ -43,6 +43,11 @@ func TestTimewaitChurnClient(t *testing.T) {
 	if !ownedBy(got, os.Getpid()) {
 		t.Errorf("processes %v, want this test (pid %d)", got.Subjects[0].Processes, os.Getpid())
 	}
+	// The pooled connection, seen from the client side only (the server's
+	// accepted end is inbound).
+	if got.Evidence["established"] != 1 {
+		t.Errorf("established %v, want the 1 pooled connection", got.Evidence["established"])
+	}
 	if r.ExitCode() != 1 {
 		t.Errorf("exit code %d, want 1", r.ExitCode())
 	}
