@@ -21,9 +21,9 @@ type idleNoKeepalive struct{}
 
 func (idleNoKeepalive) ID() string { return "idle-no-keepalive" }
 
-// defaultIdleTimeout is AWS NLB's, the most common strict one (DESIGN.md
-// section 5), used when the caller does not give one.
-const defaultIdleTimeout = 350 * time.Second
+// DefaultIdleTimeout is AWS NLB's, the most common strict one (DESIGN.md
+// section 5): the idle timeout assumed when the caller does not give one.
+const DefaultIdleTimeout = 350 * time.Second
 
 type idleRemote struct {
 	peer      peer
@@ -48,7 +48,7 @@ type idleProc struct {
 func (r idleNoKeepalive) Check(in *Input) []Finding {
 	limit := in.IdleTimeout
 	if limit <= 0 {
-		limit = defaultIdleTimeout
+		limit = DefaultIdleTimeout
 	}
 	byPID := make(map[int]*idleProc)
 	for i := range in.Now.Sockets {

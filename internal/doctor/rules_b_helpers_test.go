@@ -164,7 +164,7 @@ func fakeInput(sockets ...sockdiag.Socket) *Input {
 				KeepaliveTime: 7200, KeepaliveIntvl: 75, KeepaliveProbes: 9,
 			},
 		},
-		IdleTimeout: defaultIdleTimeout,
+		IdleTimeout: DefaultIdleTimeout,
 	}
 }
 

@@ -102,7 +102,7 @@ func TestRulesAQuiet(t *testing.T) {
 	waitTW(t, ns, 40)
 
 	for _, iv := range []time.Duration{0, 200 * time.Millisecond} {
-		r := diagnose(t, ns, iv, 350*time.Second, groupA...)
+		r := diagnose(t, ns, iv, DefaultIdleTimeout, groupA...)
 		if len(r.Findings) != 0 {
 			t.Errorf("interval %v: got %d findings, want none: %+v", iv, len(r.Findings), r.Findings)
 		}
