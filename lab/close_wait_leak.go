@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
 	"github.com/tcplens/tcplens/lab/harness"
 )
@@ -38,24 +39,23 @@ func runCloseWaitLeak(ctx context.Context, r *Run) error {
 		return err
 	}
 	r.Step("%d clients connected, sent a request and closed their side", closeWaitClients)
-	count := func(port uint16) (int, error) {
-		s, err := r.Snapshot(ctx, ns)
-		if err != nil {
-			return 0, err
-		}
+	count := func(s *snapshot.Snapshot, port uint16) int {
 		n := 0
 		for _, sk := range s.Sockets {
 			if sk.State == sockdiag.CloseWait && sk.Local.Port() == port {
 				n++
 			}
 		}
-		return n, nil
+		return n
 	}
 	var cw int
-	if err := waitFor(ctx, 5*time.Second, func() (bool, error) {
-		var err error
-		cw, err = count(9000)
-		return cw == closeWaitClients, err
+	if err := harness.WaitFor(ctx, 5*time.Second, func() (bool, error) {
+		s, err := r.Snapshot(ctx, ns)
+		if err != nil {
+			return false, err
+		}
+		cw = count(s, 9000)
+		return cw == closeWaitClients, nil
 	}); err != nil {
 		return fmt.Errorf("CLOSE_WAIT sockets: %d of %d: %w", cw, closeWaitClients, err)
 	}
@@ -63,15 +63,13 @@ func runCloseWaitLeak(ctx context.Context, r *Run) error {
 	if err := r.Wait(ctx, 3*time.Second, "watching whether the kernel cleans them up", nil); err != nil {
 		return err
 	}
-	later, err := count(9000)
-	if err != nil {
-		return err
-	}
-	r.Step("3 s later: still %d. The kernel never times out CLOSE_WAIT; only close() ends it", later)
+	// One snapshot both counts what is left and goes to the doctor.
 	now, err := r.Snapshot(ctx, ns)
 	if err != nil {
 		return err
 	}
+	later := count(now, 9000)
+	r.Step("3 s later: still %d. The kernel never times out CLOSE_WAIT; only close() ends it", later)
 	r.Diagnose(prev, now, 0, false)
 
 	r.Step("fix: stop the leaky server (closing what it held) and start one that closes on EOF, on 127.0.0.1:9001")
@@ -89,21 +87,18 @@ func runCloseWaitLeak(ctx context.Context, r *Run) error {
 		return err
 	}
 	var fixedCW int
-	if err := waitFor(ctx, 5*time.Second, func() (bool, error) {
+	if err := harness.WaitFor(ctx, 5*time.Second, func() (bool, error) {
 		s, err := r.Snapshot(ctx, ns)
-		fixedCW = 0
-		if err == nil {
-			fixedCW = s.Count(sockdiag.CloseWait)
+		if err != nil {
+			return false, err
 		}
-		return err == nil && fixedCW == 0 && s.Count(sockdiag.FinWait2) == 0, err
+		now, fixedCW = s, s.Count(sockdiag.CloseWait)
+		return fixedCW == 0 && s.Count(sockdiag.FinWait2) == 0, nil
 	}); err != nil {
 		return fmt.Errorf("fixed server still has %d CLOSE_WAIT sockets: %w", fixedCW, err)
 	}
+	// The last snapshot of the wait is the one the doctor sees.
 	r.Step("%d clients against the fixed server: %d CLOSE_WAIT sockets", closeWaitClients, fixedCW)
-	now, err = r.Snapshot(ctx, ns)
-	if err != nil {
-		return err
-	}
 	r.Diagnose(prev, now, 0, true)
 	r.Set("close_wait_before", float64(cw))
 	r.Set("close_wait_later", float64(later))

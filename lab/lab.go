@@ -210,7 +210,7 @@ func (r *Run) Snapshot(ctx context.Context, ns *harness.Namespace) (*snapshot.Sn
 // selects which list of the result they go to.
 func (r *Run) Diagnose(prev, now *snapshot.Snapshot, idle time.Duration, after bool) *doctor.Report {
 	if idle == 0 {
-		idle = 350 * time.Second
+		idle = doctor.DefaultIdleTimeout
 	}
 	rules, _ := doctor.Select(nil, nil)
 	rep := doctor.Diagnose(&doctor.Input{Prev: prev, Now: now, IdleTimeout: idle}, rules)

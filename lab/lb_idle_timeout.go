@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
@@ -29,6 +28,9 @@ const (
 	lbServer      = lbServerAddr + ":9000"
 	lbTimeout     = 5 * time.Second
 	lbIdle        = 8 * time.Second
+	// lbRequestTimeout bounds a request: over a forgotten flow it never
+	// gets an answer.
+	lbRequestTimeout = 3 * time.Second
 )
 
 // routerRules NATs the client network and drops packets of flows that
@@ -119,7 +121,7 @@ func runLBIdleTimeout(ctx context.Context, r *Run) error {
 	}
 	defer kept.Close()
 	for _, c := range []net.Conn{plain, kept} {
-		if err := roundTrip(c); err != nil {
+		if err := echoRoundTrip(c, lbRequestTimeout); err != nil {
 			return fmt.Errorf("first request: %w", err)
 		}
 	}
@@ -151,9 +153,9 @@ func runLBIdleTimeout(ctx context.Context, r *Run) error {
 	}
 
 	start := time.Now()
-	plainErr := roundTrip(plain)
+	plainErr := echoRoundTrip(plain, lbRequestTimeout)
 	plainTook := time.Since(start)
-	keptErr := roundTrip(kept)
+	keptErr := echoRoundTrip(kept, lbRequestTimeout)
 	if plainErr != nil {
 		r.Step("request on the connection without keepalive after %s idle: FAILED after %s: %v", lbIdle, plainTook.Round(time.Millisecond), plainErr)
 	} else {
@@ -168,18 +170,6 @@ func runLBIdleTimeout(ctx context.Context, r *Run) error {
 	r.Set("keepalive_failed", b2f(keptErr != nil))
 	r.Metric("failed requests after idling "+lbIdle.String(), "", b2f(plainErr != nil), b2f(keptErr != nil))
 	return nil
-}
-
-// roundTrip sends a request and waits up to 3 s for the echo.
-func roundTrip(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	msg := []byte("ping\n")
-	if _, err := c.Write(msg); err != nil {
-		return err
-	}
-	_, err := io.ReadFull(c, make([]byte, len(msg)))
-	return err
 }
 
 func b2f(b bool) float64 {

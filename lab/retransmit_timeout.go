@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
@@ -67,7 +66,7 @@ func runRetransmitTimeout(ctx context.Context, r *Run) error {
 	}
 	defer pc.Discard()
 	for _, c := range []net.Conn{plain, pc} {
-		if err := exchange(c); err != nil {
+		if err := echoRoundTrip(c, 2*time.Second); err != nil {
 			return fmt.Errorf("request before the blackhole: %w", err)
 		}
 	}
@@ -81,11 +80,7 @@ func runRetransmitTimeout(ctx context.Context, r *Run) error {
 	r.Step("nftables now drops every packet to %s; both connections send a request", rtAddr)
 	start := time.Now()
 	wait := func(c net.Conn, out chan<- rtOutcome) {
-		c.SetDeadline(time.Now().Add(budget + 10*time.Second))
-		_, err := c.Write([]byte("ping"))
-		if err == nil {
-			_, err = io.ReadFull(c, make([]byte, 4))
-		}
+		err := echoRoundTrip(c, budget+10*time.Second)
 		out <- rtOutcome{err, time.Since(start)}
 	}
 	plainDone := make(chan rtOutcome, 1)
@@ -127,7 +122,7 @@ func runRetransmitTimeout(ctx context.Context, r *Run) error {
 		}
 		if s, ok := findSocket(ctx, d, port); ok && s.Retrans > lastRetrans {
 			lastRetrans = s.Retrans
-			rto := time.Duration(s.Info.RTO) * time.Microsecond
+			rto := s.Info.RTODuration()
 			rtos = append(rtos, rto)
 			r.Step("retransmission #%d of the plain connection; RTO now %s, backoff %d", s.Retrans, rto.Round(time.Millisecond), s.Info.Backoff)
 		}

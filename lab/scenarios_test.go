@@ -3,12 +3,15 @@ package lab
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcplens/tcplens/internal/netns"
+	"github.com/tcplens/tcplens/lab/harness"
 )
 
 // execute runs a scenario and checks what every scenario promises: it
@@ -32,16 +35,29 @@ func execute(t *testing.T, name string) (*Result, string) {
 	for _, ns := range res.Kept {
 		t.Errorf("namespace %s kept without --keep", ns)
 	}
-	// Lab tests make no namespaces of their own, so any of this process's
-	// namespaces still present is a leak.
-	entries, _ := os.ReadDir(netns.Dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "tl-"+itoa(os.Getpid())+"-") {
-			t.Errorf("namespace %s left behind", e.Name())
-		}
+	for _, ns := range ownNamespaces(t) {
+		t.Errorf("namespace %s left behind", ns)
 	}
 	t.Logf("\n%s", out.String())
 	return res, out.String()
+}
+
+// ownNamespaces lists the namespaces of this process (harness.Prefix, then
+// its pid). Lab tests make none of their own, so any still present after a
+// run is a leak.
+func ownNamespaces(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(netns.Dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatalf("list namespaces: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), harness.Prefix+itoa(os.Getpid())+"-") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }
 
 func TestFind(t *testing.T) {
@@ -114,6 +130,30 @@ func TestUnixVsTCP(t *testing.T) {
 	}
 	if !strings.Contains(out, "Unix socket") {
 		t.Errorf("table lacks the Unix column:\n%s", out)
+	}
+	// Relations the measurements must satisfy whatever the machine's speed.
+	for _, k := range []string{"tcp", "unix"} {
+		secs, perSec, done := v[k+"_seconds"], v[k+"_per_sec"], v[k+"_done"]
+		p50, p99 := v[k+"_p50_us"]/1e6, v[k+"_p99_us"]/1e6
+		if secs <= 0 || secs > 60 || math.Abs(perSec*secs-done) > 0.001*done {
+			t.Errorf("%s: %.0f round trips in %.3f s reported as %.0f/s", k, done, secs, perSec)
+		}
+		// Loopback takes at least a microsecond, and no round trip can
+		// outlast the run that contains it.
+		if p50 <= 0 || p99 > secs {
+			t.Errorf("%s: p50 %v s, p99 %v s in a %.3f s run", k, p50, p99, secs)
+		}
+		// Each client's round trips follow one another, so their latencies
+		// sum to at most the run: mean <= clients/rate, and the median,
+		// with at least half the samples at or above it, is <= 2*mean
+		// (Markov).
+		if bound := 2 * rttClients / perSec; p50 > bound {
+			t.Errorf("%s: p50 %v s above 2*clients/rate = %v s: latency and throughput disagree", k, p50, bound)
+		}
+	}
+	want := Metric{Name: "round trips per second", Before: v["tcp_per_sec"], After: v["unix_per_sec"]}
+	if !slices.Contains(res.Metrics, want) {
+		t.Errorf("metrics %v lack %v", res.Metrics, want)
 	}
 }
 
@@ -194,13 +234,10 @@ func TestCancelRemovesNamespaces(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Fatalf("err = %v, want interrupted", err)
 	}
-	entries, _ := os.ReadDir(netns.Dir)
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "tl-"+itoa(os.Getpid())+"-") {
-			t.Errorf("namespace %s left behind after cancel", e.Name())
-		}
+	for _, ns := range ownNamespaces(t) {
+		t.Errorf("namespace %s left behind after cancel", ns)
 	}
-	if !strings.Contains(out.String(), "clients tl-") {
+	if !strings.Contains(out.String(), "clients "+harness.Prefix) {
 		t.Errorf("the run did not get as far as building its namespaces:\n%s", out.String())
 	}
 }

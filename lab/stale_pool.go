@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
@@ -117,7 +116,7 @@ func runStalePool(ctx context.Context, r *Run) error {
 	for range staleConns {
 		c, err := naive.get()
 		if err == nil {
-			err = exchange(c)
+			err = echoRoundTrip(c, 2*time.Second)
 			if err == nil {
 				naive.put(c)
 			} else {
@@ -137,7 +136,7 @@ func runStalePool(ctx context.Context, r *Run) error {
 	for range staleConns {
 		c, err := p.Get(ctx, addr)
 		if err == nil {
-			if err = exchange(c); err == nil {
+			if err = echoRoundTrip(c, 2*time.Second); err == nil {
 				c.Release()
 			} else {
 				c.Discard()
@@ -155,15 +154,4 @@ func runStalePool(ctx context.Context, r *Run) error {
 	r.Set("pool_stale_evictions", float64(st.Total.StaleEvictions))
 	r.Metric(fmt.Sprintf("failed requests of %d after a server restart", staleConns), "", float64(naiveFailed), float64(poolFailed))
 	return nil
-}
-
-// exchange writes a request and reads the echo within 2 s.
-func exchange(c net.Conn) error {
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := c.Write([]byte("ping")); err != nil {
-		return err
-	}
-	_, err := io.ReadFull(c, make([]byte, 4))
-	return err
 }

@@ -150,23 +150,17 @@ func listenBacklog(ns *harness.Namespace, port int, backlog int) (net.Listener, 
 	return l, err
 }
 
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := cond()
-		if err != nil || ok {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("condition not met within %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
+// echoRoundTrip writes a request to an echo server and waits up to timeout
+// for the whole echo.
+func echoRoundTrip(c net.Conn, timeout time.Duration) error {
+	c.SetDeadline(time.Now().Add(timeout))
+	defer c.SetDeadline(time.Time{})
+	msg := []byte("ping\n")
+	if _, err := c.Write(msg); err != nil {
+		return err
 	}
+	_, err := io.ReadFull(c, make([]byte, len(msg)))
+	return err
 }
 
 // openDumper opens a sock_diag socket inside the named namespace.

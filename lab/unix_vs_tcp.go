@@ -29,6 +29,7 @@ type rttStats struct {
 	perSec   float64
 	p50, p99 time.Duration
 	done     int
+	elapsed  time.Duration // from the first dial to the last answer
 }
 
 func runUnixVsTCP(ctx context.Context, r *Run) error {
@@ -74,6 +75,8 @@ func runUnixVsTCP(ctx context.Context, r *Run) error {
 	r.Set("unix_per_sec", uds.perSec)
 	r.Set("tcp_done", float64(tcp.done))
 	r.Set("unix_done", float64(uds.done))
+	r.Set("tcp_seconds", tcp.elapsed.Seconds())
+	r.Set("unix_seconds", uds.elapsed.Seconds())
 	r.Set("tcp_p50_us", float64(tcp.p50.Microseconds()))
 	r.Set("tcp_p99_us", float64(tcp.p99.Microseconds()))
 	r.Set("unix_p50_us", float64(uds.p50.Microseconds()))
@@ -139,10 +142,11 @@ func roundTrips(ctx context.Context, dial func() (net.Conn, error)) (rttStats, e
 	}
 	slices.Sort(lats)
 	return rttStats{
-		perSec: float64(len(lats)) / elapsed.Seconds(),
-		p50:    lats[len(lats)/2],
-		p99:    lats[len(lats)*99/100],
-		done:   len(lats),
+		perSec:  float64(len(lats)) / elapsed.Seconds(),
+		p50:     lats[len(lats)/2],
+		p99:     lats[len(lats)*99/100],
+		done:    len(lats),
+		elapsed: elapsed,
 	}, nil
 }
 

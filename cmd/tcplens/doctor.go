@@ -14,7 +14,7 @@ import (
 
 // Idle timeouts of common load balancers and NAT (DESIGN.md section 5).
 var lbIdleTimeouts = map[string]time.Duration{
-	"aws-nlb": 350 * time.Second,
+	"aws-nlb": doctor.DefaultIdleTimeout,
 	"aws-alb": 60 * time.Second,
 	"azure":   4 * time.Minute,
 	"gcp":     10 * time.Minute,
@@ -90,7 +90,7 @@ finding, 3 doctor could not run.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{doctorFailed, err} })
 	fl := cmd.Flags()
 	fl.DurationVar(&opt.Interval, "interval", time.Second, "time between the two snapshots (0 = one snapshot)")
-	fl.DurationVar(&opt.IdleTimeout, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path")
+	fl.DurationVar(&opt.IdleTimeout, "idle-timeout", doctor.DefaultIdleTimeout, "strictest load balancer or NAT idle timeout on the path")
 	fl.StringVar(&lb, "lb", "", "set --idle-timeout from a load balancer: aws-nlb (350s), aws-alb (60s), azure (4m), gcp (10m)")
 	fl.StringSliceVar(&only, "only", nil, "run only these rule ids")
 	fl.StringSliceVar(&skip, "skip", nil, "skip these rule ids")

@@ -68,7 +68,9 @@ func refs(ps []*procs.Process) []ProcRef {
 	return out
 }
 
-func addRefs(dst []ProcRef, ps []*procs.Process) []ProcRef {
+// AddRefs appends the processes of ps that dst does not name yet (by PID),
+// keeping dst's order: the owners of several sockets, each named once.
+func AddRefs(dst []ProcRef, ps []*procs.Process) []ProcRef {
 	for _, p := range ps {
 		if !slices.ContainsFunc(dst, func(r ProcRef) bool { return r.PID == p.PID }) {
 			dst = append(dst, ProcRef{PID: p.PID, Comm: p.Comm})
@@ -105,7 +107,7 @@ func Destinations(s *snapshot.Snapshot) []Destination {
 		d := get(sk.Remote)
 		d.States[sk.State]++
 		d.Total++
-		d.Processes = addRefs(d.Processes, s.Owners(sk))
+		d.Processes = AddRefs(d.Processes, s.Owners(sk))
 	}
 	for _, g := range s.TimeWait {
 		if g.Side == snapshot.Server {
@@ -170,13 +172,21 @@ func Listeners(s *snapshot.Snapshot) []Listener {
 		}
 	}
 	slices.SortFunc(out, func(a, b Listener) int {
-		return cmp.Or(cmp.Compare(fill(b), fill(a)), cmp.Compare(b.Connections, a.Connections), a.Local.Compare(b.Local))
+		return cmp.Or(cmp.Compare(b.Fill(), a.Fill()), cmp.Compare(b.Connections, a.Connections), a.Local.Compare(b.Local))
 	})
 	return out
 }
 
-func fill(l Listener) float64 {
+// Fill is how full the accept queue is: AcceptQueue/Backlog (the kernel
+// queues backlog+1 connections, so a full queue reads slightly above 1). A
+// listener with backlog 0 (listen(fd, 0)) is full with one connection
+// waiting; any wait there reads as 2, so it ranks with the fullest instead
+// of last.
+func (l Listener) Fill() float64 {
 	if l.Backlog == 0 {
+		if l.AcceptQueue > 0 {
+			return 2
+		}
 		return 0
 	}
 	return float64(l.AcceptQueue) / float64(l.Backlog)

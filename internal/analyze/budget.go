@@ -57,7 +57,7 @@ func PortBudgets(s *snapshot.Snapshot) []PortBudget {
 		b := get(BudgetKey{Src: sk.Local.Addr(), Dst: sk.Remote.Addr(), DstPort: sk.Remote.Port()})
 		b.States[sk.State]++
 		b.InUse++
-		b.Processes = addRefs(b.Processes, s.Owners(sk))
+		b.Processes = AddRefs(b.Processes, s.Owners(sk))
 	}
 	for _, g := range s.TimeWait {
 		if g.Side != snapshot.Client {

@@ -71,7 +71,6 @@ type cwProc struct {
 }
 
 func (r closeWaitLeak) Check(in *Input) []Finding {
-	listening := listenPorts(in.Now)
 	byPID := make(map[int]*cwProc)
 	get := func(ref analyze.ProcRef, owners []analyze.ProcRef) *cwProc {
 		p := byPID[ref.PID]
@@ -104,7 +103,7 @@ func (r closeWaitLeak) Check(in *Input) []Finding {
 			p.unreadEOF++
 			p.unread += uint64(sk.RecvQ - 1)
 		}
-		pr := peerOf(listening, sk)
+		pr := peerOf(in.Now, sk)
 		g := p.remotes[pr]
 		if g == nil {
 			g = &cwRemote{peer: pr}
@@ -285,9 +284,6 @@ func closeWaitFixes(p *cwProc, proc *procs.Process) []string {
 		"Restarting the process frees the sockets, but they come back until the missing close() is fixed.")
 }
 
-// tcpClose is TCP_CLOSE in tcpi_state.
-const tcpClose = 7
-
 // unlistedSocket is a TCP socket fd that no dump lists.
 type unlistedSocket struct {
 	ref   analyze.ProcRef
@@ -364,7 +360,7 @@ func unlistedTCP(in *Input) ([]unlistedSocket, error) {
 		fds, _ := procs.SocketFDs(procRoot, pid, tcp)
 		for _, ino := range tcp {
 			if fd, ok := fds[ino]; ok {
-				if sk, err := procs.InspectTCP(pid, fd); err == nil && (sk.Netns != target || sk.State != tcpClose || sk.SegsOut == 0) {
+				if sk, err := procs.InspectTCP(pid, fd); err == nil && (sk.Netns != target || sockdiag.State(sk.State) != sockdiag.Close || sk.SegsOut == 0) {
 					continue // another namespace's socket, or never connected
 				}
 			}

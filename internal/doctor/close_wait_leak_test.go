@@ -168,7 +168,9 @@ func holdInNamespace(t *testing.T, ns *harness.Namespace, f *os.File) int {
 
 // TestCloseWaitLeakResetFDNoFalsePositives holds two TCP sockets that no
 // dump of the namespace lists and that are not leaks of it: one only bound,
-// and one reset connection that lives in another namespace.
+// and one reset connection that lives in another namespace. A third, a
+// reset connection of the namespace itself, is a real leak: the rule must
+// report it and only it, which also proves it looked.
 func TestCloseWaitLeakResetFDNoFalsePositives(t *testing.T) {
 	t.Parallel()
 	ns := harness.NewT(t)
@@ -185,12 +187,46 @@ func TestCloseWaitLeakResetFDNoFalsePositives(t *testing.T) {
 	}
 	boundPid := holdInNamespace(t, ns, os.NewFile(uintptr(bound), "bound"))
 
-	l, err := other.Listen("tcp", "127.0.0.1:7002")
+	foreignPid := holdInNamespace(t, ns, resetConn(t, other, "127.0.0.1:7002"))
+	leakPid := holdInNamespace(t, ns, resetConn(t, ns, "127.0.0.1:7003"))
+	for _, n := range []*harness.Namespace{ns, other} {
+		waitFor(t, 5*time.Second, "the resets to leave no connection in "+n.Name, func() bool {
+			for _, sk := range take(t, n, false).Sockets {
+				if sk.State != sockdiag.Listen {
+					return false
+				}
+			}
+			return true
+		})
+	}
+
+	r := diagnose(t, ns, 300*time.Millisecond, time.Minute, "close-wait-leak")
+	for _, f := range findings(r, "close-wait-leak") {
+		for _, sub := range f.Subjects {
+			for _, pid := range []int{boundPid, foreignPid} {
+				if sub.Name == "sleep/"+strconv.Itoa(pid) {
+					t.Errorf("false positive for %s: %s (%v)", sub.Name, f.Title, f.Evidence)
+				}
+			}
+		}
+	}
+	f := onlyFinding(t, r, "close-wait-leak")
+	if want := "sleep/" + strconv.Itoa(leakPid); len(f.Subjects) != 1 || f.Subjects[0].Name != want || f.Evidence["unlisted_tcp_fds"] != 1 {
+		t.Errorf("%s %v (%v), want only the leak of %s, one unlisted fd", f.Title, subjectNames(f), f.Evidence, want)
+	}
+}
+
+// resetConn connects to a listener on addr in ns, resets the connection
+// from the server side and returns the client's fd: a TCP socket that no
+// dump lists any more. The listener stays until the test ends.
+func resetConn(t *testing.T, ns *harness.Namespace, addr string) *os.File {
+	t.Helper()
+	l, err := ns.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	c, err := other.Dial(context.Background(), nil, "tcp", "127.0.0.1:7002")
+	t.Cleanup(func() { l.Close() })
+	c, err := ns.Dial(context.Background(), nil, "tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,24 +241,5 @@ func TestCloseWaitLeakResetFDNoFalsePositives(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	foreignPid := holdInNamespace(t, ns, f)
-	waitFor(t, 5*time.Second, "the reset to leave no connection in the other namespace", func() bool {
-		for _, sk := range take(t, other, false).Sockets {
-			if sk.State != sockdiag.Listen {
-				return false
-			}
-		}
-		return true
-	})
-
-	r := diagnose(t, ns, 300*time.Millisecond, time.Minute, "close-wait-leak")
-	for _, f := range findings(r, "close-wait-leak") {
-		for _, sub := range f.Subjects {
-			for _, pid := range []int{boundPid, foreignPid} {
-				if sub.Name == "sleep/"+strconv.Itoa(pid) {
-					t.Errorf("false positive for %s: %s (%v)", sub.Name, f.Title, f.Evidence)
-				}
-			}
-		}
-	}
+	return f
 }

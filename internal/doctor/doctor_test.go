@@ -81,19 +81,6 @@ func server(t *testing.T, ns *harness.Namespace, addr string, closeOnEOF bool) n
 	return l
 }
 
-// dialClose dials addr n times from ns and closes each connection first, so
-// every one ends in TIME_WAIT on the client.
-func dialClose(t *testing.T, ns *harness.Namespace, addr string, n int) {
-	t.Helper()
-	for i := range n {
-		c, err := ns.Dial(context.Background(), &net.Dialer{Timeout: 2 * time.Second}, "tcp", addr)
-		if err != nil {
-			t.Fatalf("dial %d: %v", i, err)
-		}
-		c.Close()
-	}
-}
-
 func TestSelect(t *testing.T) {
 	if _, err := Select([]string{"nope"}, nil); err == nil {
 		t.Fatal("unknown rule accepted")

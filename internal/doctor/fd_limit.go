@@ -57,7 +57,7 @@ func (r fdLimit) Check(in *Input) []Finding {
 }
 
 func (r fdLimit) finding(in *Input, p analyze.Process, used float64, sev Severity) Finding {
-	name := fmt.Sprintf("%s/%d", p.Comm, p.PID)
+	name := procName(p.ProcRef)
 	closeWait := p.States[sockdiag.CloseWait]
 	ev := map[string]any{
 		"pid": p.PID, "comm": p.Comm, "fds": p.FDs, "fd_limit": p.FDLimit,

@@ -21,9 +21,9 @@ type idleNoKeepalive struct{}
 
 func (idleNoKeepalive) ID() string { return "idle-no-keepalive" }
 
-// defaultIdleTimeout is AWS NLB's, the most common strict one (DESIGN.md
-// section 5), used when the caller does not give one.
-const defaultIdleTimeout = 350 * time.Second
+// DefaultIdleTimeout is AWS NLB's, the most common strict one (DESIGN.md
+// section 5): the idle timeout assumed when the caller does not give one.
+const DefaultIdleTimeout = 350 * time.Second
 
 type idleRemote struct {
 	peer      peer
@@ -48,9 +48,8 @@ type idleProc struct {
 func (r idleNoKeepalive) Check(in *Input) []Finding {
 	limit := in.IdleTimeout
 	if limit <= 0 {
-		limit = defaultIdleTimeout
+		limit = DefaultIdleTimeout
 	}
-	listening := listenPorts(in.Now)
 	byPID := make(map[int]*idleProc)
 	for i := range in.Now.Sockets {
 		sk := &in.Now.Sockets[i]
@@ -71,7 +70,7 @@ func (r idleNoKeepalive) Check(in *Input) []Finding {
 			p = &idleProc{ref: ref, owners: owners, remotes: make(map[peer]*idleRemote)}
 			byPID[ref.PID] = p
 		}
-		pr := peerOf(listening, sk)
+		pr := peerOf(in.Now, sk)
 		g := p.remotes[pr]
 		if g == nil {
 			g = &idleRemote{peer: pr}

@@ -29,8 +29,8 @@ const (
 func (r listenOverflow) Check(in *Input) []Finding {
 	c := r.counters(in)
 	var full []analyze.Listener
-	for _, l := range analyze.Listeners(in.Now) {
-		if queueFill(l) >= acceptWarn && len(full) < maxSubjects {
+	for _, l := range in.Listeners() {
+		if l.Fill() >= acceptWarn && len(full) < maxSubjects {
 			full = append(full, l)
 		}
 	}
@@ -109,16 +109,6 @@ func (c listenCounters) sentence(in *Input) string {
 	return ""
 }
 
-func queueFill(l analyze.Listener) float64 {
-	if l.Backlog == 0 {
-		if l.AcceptQueue > 0 {
-			return 2 // listen(fd, 0): one waiting connection already overflows
-		}
-		return 0
-	}
-	return float64(l.AcceptQueue) / float64(l.Backlog)
-}
-
 // limitedBy says which of the two limits set the effective backlog,
 // min(listen() argument, somaxconn at listen() time). A backlog at or above
 // the current somaxconn means the application asked for at least that much.
@@ -136,7 +126,7 @@ func (r listenOverflow) listenerFinding(in *Input, l analyze.Listener, sev Sever
 	synRecv := l.States[sockdiag.SynRecv] + l.States[sockdiag.NewSynRecv]
 	ev := map[string]any{
 		"listener": name, "accept_queue": l.AcceptQueue, "backlog": l.Backlog,
-		"fill_percent": round1(queueFill(l) * 100), "limited_by": by, "syn_recv": synRecv,
+		"fill_percent": round1(l.Fill() * 100), "limited_by": by, "syn_recv": synRecv,
 	}
 	c.evidence(in, ev)
 
@@ -171,7 +161,7 @@ func (r listenOverflow) listenerFinding(in *Input, l analyze.Listener, sev Sever
 func (r listenOverflow) counterFinding(in *Input, sev Severity, c listenCounters) Finding {
 	ev := map[string]any{}
 	c.evidence(in, ev)
-	ls := analyze.Listeners(in.Now) // fullest first
+	ls := in.Listeners() // fullest first
 	var subjects []Subject
 	for _, l := range ls[:min(3, len(ls))] {
 		subjects = append(subjects, Subject{

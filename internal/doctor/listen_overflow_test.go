@@ -1,10 +1,12 @@
 package doctor
 
 import (
+	"net/netip"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/tcplens/tcplens/internal/sockdiag"
 	"github.com/tcplens/tcplens/lab/harness"
 )
 
@@ -91,5 +93,33 @@ func TestListenOverflowBurstGone(t *testing.T) {
 	got := mustSubject(t, f, addr)
 	if got.Severity != Warning || got.Evidence["listen_overflows_delta"].(int64) < 2 || got.Evidence["accept_queue"] != nil {
 		t.Errorf("got %v %v, want a counter-only warning with >= 2 overflows", got.Severity, got.Evidence)
+	}
+}
+
+// TestListenOverflowBacklogZeroKept: a listen(fd, 0) listener with a
+// connection waiting is full, and must not be cut from the findings by
+// listeners whose queues only look fuller.
+func TestListenOverflowBacklogZeroKept(t *testing.T) {
+	var socks []sockdiag.Socket
+	for i := range maxSubjects {
+		socks = append(socks, sockdiag.Socket{
+			State: sockdiag.Listen, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(8000+i)),
+			RecvQ: 129, SendQ: 128,
+		})
+	}
+	const zero = "10.0.0.1:9999"
+	socks = append(socks, sockdiag.Socket{State: sockdiag.Listen, Local: netip.MustParseAddrPort(zero), RecvQ: 1, SendQ: 0})
+	in := fakeInput(socks...)
+	in.Now.Sysctls.Somaxconn = 4096
+	f := listenOverflow{}.Check(in)
+	if len(f) != maxSubjects {
+		t.Fatalf("got %d findings, want %d", len(f), maxSubjects)
+	}
+	got := mustSubject(t, f, zero)
+	if got.Evidence["fill_percent"] != 200.0 || got.Evidence["backlog"] != uint32(0) {
+		t.Errorf("backlog-0 listener: evidence %v, want 200%% full", got.Evidence)
+	}
+	if f[0].Subjects[0].Name != zero {
+		t.Errorf("first finding is about %s, want the backlog-0 listener %s", f[0].Subjects[0].Name, zero)
 	}
 }

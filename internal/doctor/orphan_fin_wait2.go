@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tcplens/tcplens/internal/analyze"
+	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
 )
 
@@ -28,9 +29,6 @@ const (
 	// will exhaust its fds, and each orphan still holds its 4-tuple (an
 	// ephemeral port, for outbound connections) here.
 	finWait2Critical = 1000
-	// timeWaitLen is TCP_TIMEWAIT_LEN, which splits long fin timeouts into
-	// two phases.
-	timeWaitLen = 60 * time.Second
 )
 
 type fw2Group struct {
@@ -44,7 +42,6 @@ type fw2Group struct {
 }
 
 func (r orphanFinWait2) Check(in *Input) []Finding {
-	listening := listenPorts(in.Now)
 	fin := time.Duration(in.Now.Sysctls.FinTimeout) * time.Second
 	type key struct {
 		p      peer
@@ -67,7 +64,7 @@ func (r orphanFinWait2) Check(in *Input) []Finding {
 		if age < finWait2MinAge || (!orphan && age < fin) {
 			continue
 		}
-		k := key{peerOf(listening, sk), orphan}
+		k := key{peerOf(in.Now, sk), orphan}
 		g := groups[k]
 		if g == nil {
 			g = &fw2Group{peer: k.p, orphan: orphan}
@@ -79,11 +76,7 @@ func (r orphanFinWait2) Check(in *Input) []Finding {
 		}
 		g.oldest = max(g.oldest, age)
 		g.left = max(g.left, left)
-		for _, o := range in.Owners(sk) {
-			if !slices.Contains(g.procs, o) {
-				g.procs = append(g.procs, o)
-			}
-		}
+		g.procs = analyze.AddRefs(g.procs, in.Now.Owners(sk))
 	}
 	list := make([]*fw2Group, 0, len(groups))
 	for _, g := range groups {
@@ -122,17 +115,17 @@ func finWait2Age(sk *sockdiag.Socket, fin time.Duration, orphan bool) (age, left
 		return age, 0
 	}
 	phase := fin
-	if fin > timeWaitLen {
-		phase = fin - timeWaitLen
+	if fin > snapshot.TimeWaitLen {
+		phase = fin - snapshot.TimeWaitLen
 	}
 	switch sk.Timer {
 	case sockdiag.TimerTimeWait:
 		age, left = phase-sk.TimerExpires, sk.TimerExpires
-		if fin > timeWaitLen {
+		if fin > snapshot.TimeWaitLen {
 			age += phase
 		}
 	case sockdiag.TimerKeepalive:
-		if fin > timeWaitLen {
+		if fin > snapshot.TimeWaitLen {
 			left = sk.TimerExpires + phase
 		} else {
 			left = sk.TimerExpires
@@ -170,8 +163,8 @@ func (r orphanFinWait2) finding(in *Input, g *fw2Group, fin time.Duration, group
 		sev = Critical
 	}
 	life := fin
-	if fin > timeWaitLen {
-		life = 2 * (fin - timeWaitLen)
+	if fin > snapshot.TimeWaitLen {
+		life = 2 * (fin - snapshot.TimeWaitLen)
 	}
 	were := "were closed by this host and are"
 	if g.count == 1 {

@@ -16,18 +16,6 @@ import (
 // Helpers shared by the connection-level rules (close-wait-leak,
 // orphan-fin-wait2, retransmit-stall, idle-no-keepalive).
 
-// listenPorts returns the ports some socket of s listens on, so that each
-// connection can be told inbound or outbound in O(1).
-func listenPorts(s *snapshot.Snapshot) map[uint16]bool {
-	m := make(map[uint16]bool)
-	for i := range s.Sockets {
-		if s.Sockets[i].State == sockdiag.Listen {
-			m[s.Sockets[i].Local.Port()] = true
-		}
-	}
-	return m
-}
-
 // peer is the other end of a group of connections. Outbound connections
 // are grouped by remote ip:port. Inbound ones (the local port listens) are
 // grouped by remote IP and local address, because the client's ephemeral
@@ -38,8 +26,9 @@ type peer struct {
 	Local   netip.AddrPort // zero unless Inbound
 }
 
-func peerOf(listening map[uint16]bool, sk *sockdiag.Socket) peer {
-	if listening[sk.Local.Port()] {
+// peerOf groups sk of snapshot s; s knows its listening ports.
+func peerOf(s *snapshot.Snapshot, sk *sockdiag.Socket) peer {
+	if s.Listening(sk.Local.Port()) {
 		return peer{Inbound: true, Remote: netip.AddrPortFrom(sk.Remote.Addr(), 0), Local: sk.Local}
 	}
 	return peer{Remote: sk.Remote}

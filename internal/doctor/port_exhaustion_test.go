@@ -19,13 +19,13 @@ func TestPortExhaustion(t *testing.T) {
 	}
 	server(t, ns, "127.0.0.1:5432", true)
 
-	dialClose(t, ns, "127.0.0.1:5432", 40)
+	churnFast(t, ns, "127.0.0.1:5432", 40)
 	waitTW(t, ns, 40)
 	if f := findings(diagnose(t, ns, 0, time.Minute, "port-exhaustion"), "port-exhaustion"); len(f) != 0 {
 		t.Fatalf("40%% used: got %d findings, want none: %+v", len(f), f)
 	}
 
-	dialClose(t, ns, "127.0.0.1:5432", 20)
+	churnFast(t, ns, "127.0.0.1:5432", 20)
 	tw := waitTW(t, ns, 60)
 	r := diagnose(t, ns, 0, time.Minute, "port-exhaustion")
 	f := findings(r, "port-exhaustion")
@@ -39,7 +39,7 @@ func TestPortExhaustion(t *testing.T) {
 		t.Errorf("exit code %d, want 1", r.ExitCode())
 	}
 
-	dialClose(t, ns, "127.0.0.1:5432", 25)
+	churnFast(t, ns, "127.0.0.1:5432", 25)
 	waitTW(t, ns, 85)
 	r = diagnose(t, ns, 0, time.Minute, "port-exhaustion")
 	f = findings(r, "port-exhaustion")

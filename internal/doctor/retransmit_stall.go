@@ -37,9 +37,6 @@ const (
 	// orphanRetries is what tcp_orphan_retries=0 (the default) means for a
 	// closed socket still retransmitting: 8 tries (tcp_orphan_retries()).
 	orphanRetries = 8
-	rtoMin        = 200 * time.Millisecond // TCP_RTO_MIN
-	rtoMax        = 120 * time.Second      // TCP_RTO_MAX
-	synRTO        = time.Second            // TCP_TIMEOUT_INIT
 )
 
 type stallGroup struct {
@@ -58,7 +55,6 @@ type stallGroup struct {
 }
 
 func (r retransmitStall) Check(in *Input) []Finding {
-	listening := listenPorts(in.Now)
 	sys := &in.Now.Sysctls
 	type key struct {
 		p   peer
@@ -71,7 +67,7 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if !ok {
 			continue
 		}
-		k := key{peerOf(listening, sk), syn}
+		k := key{peerOf(in.Now, sk), syn}
 		g := groups[k]
 		if g == nil {
 			g = &stallGroup{peer: k.p, syn: syn}
@@ -92,11 +88,7 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if sk.Inode == 0 {
 			g.orphans++
 		}
-		for _, o := range in.Owners(sk) {
-			if !slices.Contains(g.procs, o) {
-				g.procs = append(g.procs, o)
-			}
-		}
+		g.procs = analyze.AddRefs(g.procs, in.Now.Owners(sk))
 	}
 	if len(groups) == 0 {
 		return nil
@@ -111,8 +103,9 @@ func (r retransmitStall) Check(in *Input) []Finding {
 		if sk.State == sockdiag.Listen {
 			continue
 		}
-		if n, ok := total[peerOf(listening, sk)]; ok {
-			total[peerOf(listening, sk)] = n + 1
+		p := peerOf(in.Now, sk)
+		if n, ok := total[p]; ok {
+			total[p] = n + 1
 		}
 	}
 	list := make([]*stallGroup, 0, len(groups))
@@ -143,7 +136,7 @@ func stallOf(sk *sockdiag.Socket, sys *kernel.Sysctls) (elapsed, diesIn, budget 
 		}
 		k := int(sk.Retrans)
 		elapsed = synExpiry(k) + max(rto-sk.TimerExpires, 0)
-		budget = modelTimeout(sys.SynRetries, synRTO)
+		budget = kernel.ModelTimeout(sys.SynRetries, kernel.TimeoutInit)
 		death := time.Duration(0)
 		for j := 1; j < 256 && death < budget; j++ {
 			death = synExpiry(j)
@@ -164,7 +157,7 @@ func stallOf(sk *sockdiag.Socket, sys *kernel.Sysctls) (elapsed, diesIn, budget 
 	// time since then is the sum of the RTOs after the first plus the part
 	// of the current one that has run.
 	b := int(sk.Info.Backoff)
-	base := max(rto>>b, rtoMin)
+	base := max(rto>>b, kernel.RTOMin)
 	var sinceFirst time.Duration
 	if sk.Timer == sockdiag.TimerRetransmit && b > 0 {
 		for i := 1; i < b; i++ {
@@ -196,10 +189,10 @@ func stallOf(sk *sockdiag.Socket, sys *kernel.Sysctls) (elapsed, diesIn, budget 
 // rtoStep is the RTO after i doublings of base, capped at TCP_RTO_MAX
 // (without overflowing for large i).
 func rtoStep(base time.Duration, i int) time.Duration {
-	for ; i > 0 && base < rtoMax; i-- {
+	for ; i > 0 && base < kernel.RTOMax; i-- {
 		base *= 2
 	}
-	return min(base, rtoMax)
+	return min(base, kernel.RTOMax)
 }
 
 // synExpiry is when (after the first SYN) the k-th SYN retransmission
@@ -209,30 +202,12 @@ func synExpiry(k int) time.Duration {
 	var t time.Duration
 	for i := 1; i <= k; i++ {
 		if i <= synLinearTimeouts+1 {
-			t += synRTO
+			t += kernel.TimeoutInit
 		} else {
-			t += rtoStep(synRTO, i-synLinearTimeouts-1)
+			t += rtoStep(kernel.TimeoutInit, i-synLinearTimeouts-1)
 		}
 	}
 	return t
-}
-
-// modelTimeout is tcp_model_timeout() in net/ipv4/tcp_timer.c: the time
-// budget for n retries, modelled as an RTO starting at base and doubling up
-// to 120 s. The kernel gives up at the first timer expiry past it. For data
-// (base 200 ms) it equals kernel.RetransmitBudget.
-func modelTimeout(n int, base time.Duration) time.Duration {
-	if n < 0 {
-		return 0
-	}
-	thresh := 0
-	for base<<(thresh+1) <= rtoMax {
-		thresh++
-	}
-	if n <= thresh {
-		return time.Duration((int64(2)<<n)-1) * base
-	}
-	return time.Duration((int64(2)<<thresh)-1)*base + time.Duration(n-thresh)*rtoMax
 }
 
 func (r retransmitStall) finding(in *Input, g *stallGroup, total, groups int) Finding {
@@ -274,7 +249,7 @@ func (r retransmitStall) finding(in *Input, g *stallGroup, total, groups int) Fi
 			"Per socket, TCP_SYNCNT caps the SYN retries (Go: set it in net.Dialer.Control).",
 		}
 		if sys.SynRetries > 3 {
-			fixes = append(fixes, fmt.Sprintf("Host-wide, `sysctl -w net.ipv4.tcp_syn_retries=3` shortens every connect to a dead address from %s to %s.", human(g.budget), human(modelTimeout(3, synRTO))))
+			fixes = append(fixes, fmt.Sprintf("Host-wide, `sysctl -w net.ipv4.tcp_syn_retries=3` shortens every connect to a dead address from %s to %s.", human(g.budget), human(kernel.ModelTimeout(3, kernel.TimeoutInit))))
 		}
 		return Finding{
 			ID: r.ID(), Severity: sev,

@@ -98,8 +98,8 @@ func TestRetransmitStallThresholds(t *testing.T) {
 	if left := f[0].Evidence["gives_up_in_s"]; left != 993.6 {
 		t.Errorf("gives_up_in_s %v, want 1044.6 - 51", left)
 	}
-	if modelTimeout(15, rtoMin) != kernel.RetransmitBudget(15) || modelTimeout(6, synRTO) != 127*time.Second {
-		t.Errorf("modelTimeout: %v, %v", modelTimeout(15, rtoMin), modelTimeout(6, synRTO))
+	if kernel.ModelTimeout(15, kernel.RTOMin) != kernel.RetransmitBudget(15) || kernel.ModelTimeout(6, kernel.TimeoutInit) != 127*time.Second {
+		t.Errorf("ModelTimeout: %v, %v", kernel.ModelTimeout(15, kernel.RTOMin), kernel.ModelTimeout(6, kernel.TimeoutInit))
 	}
 	// Measured: SYN timers fire at 1,2,3,4,5,7,11,19,35 s.
 	for k, want := range map[int]time.Duration{1: time.Second, 5: 5 * time.Second, 6: 7 * time.Second, 9: 35 * time.Second} {

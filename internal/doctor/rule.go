@@ -49,8 +49,12 @@ type Input struct {
 	// estimating them from TIME_WAIT counts.
 	Churn *churn.Window
 
-	budgets  []analyze.PortBudget
-	prevByID map[uint64]*sockdiag.Socket
+	// Analyses of Now that several rules use, each computed once.
+	budgets      []analyze.PortBudget
+	listeners    []analyze.Listener
+	destinations []analyze.Destination
+	computed     struct{ budgets, listeners, destinations bool }
+	prevByID     map[uint64]*sockdiag.Socket
 }
 
 // Interval is the time between the two snapshots, 0 with one.
@@ -82,10 +86,28 @@ func (in *Input) Rate(key string) float64 {
 
 // PortBudgets returns the port budget of Now, computed once.
 func (in *Input) PortBudgets() []analyze.PortBudget {
-	if in.budgets == nil {
-		in.budgets = analyze.PortBudgets(in.Now)
+	if !in.computed.budgets {
+		in.budgets, in.computed.budgets = analyze.PortBudgets(in.Now), true
 	}
 	return in.budgets
+}
+
+// Listeners returns the listeners of Now, fullest accept queue first,
+// computed once.
+func (in *Input) Listeners() []analyze.Listener {
+	if !in.computed.listeners {
+		in.listeners, in.computed.listeners = analyze.Listeners(in.Now), true
+	}
+	return in.listeners
+}
+
+// Destinations returns the outbound destinations of Now, most sockets
+// first, computed once.
+func (in *Input) Destinations() []analyze.Destination {
+	if !in.computed.destinations {
+		in.destinations, in.computed.destinations = analyze.Destinations(in.Now), true
+	}
+	return in.destinations
 }
 
 // Owners names the processes holding a socket of Now.

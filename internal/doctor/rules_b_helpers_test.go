@@ -68,15 +68,12 @@ func holdListener(t *testing.T, ns *harness.Namespace, lc *net.ListenConfig, add
 	return ch
 }
 
-// waitFor polls cond every 50 ms for at most limit.
+// waitFor is harness.WaitFor for a test: it fails the test when cond does
+// not hold within limit.
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := harness.WaitFor(context.Background(), limit, func() (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
@@ -164,7 +161,7 @@ func fakeInput(sockets ...sockdiag.Socket) *Input {
 				KeepaliveTime: 7200, KeepaliveIntvl: 75, KeepaliveProbes: 9,
 			},
 		},
-		IdleTimeout: defaultIdleTimeout,
+		IdleTimeout: DefaultIdleTimeout,
 	}
 }
 

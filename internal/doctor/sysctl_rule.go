@@ -34,10 +34,6 @@ const (
 	// 10; the default 15 gives 924.6 s) keeps a request to a dead peer
 	// hanging far longer than any caller waits.
 	longRetransmit = 5 * time.Minute
-	// stallBackoff: two RTO doublings means the peer has not acknowledged
-	// anything for at least three timeouts; a single retransmit is normal
-	// loss.
-	stallBackoff = 2
 )
 
 func (r sysctlRule) Check(in *Input) []Finding {
@@ -183,7 +179,7 @@ func (r sysctlRule) keepaliveTooLong(in *Input) *Finding {
 		idle++
 		longest = max(longest, sk.Info.Idle())
 		switch {
-		case sk.Timer == sockdiag.TimerKeepalive && usesDefaultKeepalive(sk, kat):
+		case usesDefaultKeepalive(sk, kat):
 			onDefault++
 		case sk.Timer == sockdiag.TimerKeepalive:
 			own++
@@ -224,20 +220,18 @@ func (r sysctlRule) keepaliveTooLong(in *Input) *Finding {
 }
 
 // usesDefaultKeepalive reports whether a socket's keepalive timer runs on
-// the sysctl default. The timer fires keepalive_time after the last
-// segment received, so time since then plus the time left is the socket's
-// keepalive time; within 10% of the sysctl means no TCP_KEEPIDLE override.
+// the sysctl default: its keepalive period, as idle-no-keepalive estimates
+// it (keepaliveOf), within 10% of tcp_keepalive_time means no TCP_KEEPIDLE
+// override. A socket already probing (Retrans > 0) runs on the interval
+// and tells nothing.
 func usesDefaultKeepalive(sk *sockdiag.Socket, kat time.Duration) bool {
-	if sk.Retrans > 0 {
-		return false // probing already: the timer runs on the interval
-	}
-	elapsed := time.Duration(min(sk.Info.LastDataRecv, sk.Info.LastAckRecv)) * time.Millisecond
-	est := elapsed + sk.TimerExpires
-	return est >= kat*9/10 && est <= kat*11/10+time.Second
+	period, _, ok := keepaliveOf(sk, kat)
+	return ok && period > 0 && period >= kat*9/10 && period <= kat*11/10+time.Second
 }
 
 // retriesTooLong: a long tcp_retries2 is only felt when a peer stops
-// answering, so it needs sockets stalled in retransmission to fire.
+// answering, so it needs connections stalled in retransmission, as
+// retransmit-stall decides it (stallOf), to fire at all.
 func (r sysctlRule) retriesTooLong(in *Input) *Finding {
 	sys := &in.Now.Sysctls
 	budget := kernel.RetransmitBudget(sys.Retries2)
@@ -246,25 +240,30 @@ func (r sysctlRule) retriesTooLong(in *Input) *Finding {
 	}
 	type stall struct {
 		peer    string
-		backoff uint8
-		rto     time.Duration
+		elapsed time.Duration
 	}
-	var stalls []stall
+	var (
+		stalls     []stall
+		maxBackoff uint8
+		maxRTO     time.Duration
+	)
 	for i := range in.Now.Sockets {
 		sk := &in.Now.Sockets[i]
 		// Only connections with data in flight run on tcp_retries2;
 		// handshakes use tcp_syn_retries and orphans tcp_orphan_retries.
-		if (sk.State != sockdiag.Established && sk.State != sockdiag.CloseWait) ||
-			sk.Timer != sockdiag.TimerRetransmit || !sk.HasInfo || sk.Info.Backoff < stallBackoff {
+		elapsed, _, _, syn, ok := stallOf(sk, sys)
+		if !ok || syn || sk.Inode == 0 {
 			continue
 		}
-		stalls = append(stalls, stall{sk.Remote.String(), sk.Info.Backoff, sk.Info.RTODuration()})
+		stalls = append(stalls, stall{peerOf(in.Now, sk).Name(), elapsed})
+		maxBackoff = max(maxBackoff, sk.Info.Backoff)
+		maxRTO = max(maxRTO, sk.Info.RTODuration())
 	}
 	if len(stalls) == 0 {
 		return nil
 	}
 	slices.SortFunc(stalls, func(a, b stall) int {
-		return cmp.Or(cmp.Compare(b.backoff, a.backoff), strings.Compare(a.peer, b.peer))
+		return cmp.Or(cmp.Compare(b.elapsed, a.elapsed), strings.Compare(a.peer, b.peer))
 	})
 	var peers []string
 	for _, s := range stalls {
@@ -274,12 +273,13 @@ func (r sysctlRule) retriesTooLong(in *Input) *Finding {
 	}
 	ev := map[string]any{
 		"retransmit_budget_s": round1(budget.Seconds()), "stalled_sockets": len(stalls),
-		"max_backoff": stalls[0].backoff, "max_rto_ms": stalls[0].rto.Milliseconds(), "peers": peers,
+		"max_backoff": maxBackoff, "max_rto_ms": maxRTO.Milliseconds(), "peers": peers,
+		"longest_stall_s": secs(stalls[0].elapsed),
 	}
 	expl := fmt.Sprintf("net.ipv4.tcp_retries2=%d lets a connection with unacknowledged data retransmit for about %.0f s (%s) before the kernel gives up with ETIMEDOUT. "+
-		"%d connections are retransmitting right now with their timeout doubled at least %d times (up to backoff %d, RTO %s), towards %s. "+
+		"%d connections are stalled right now, retransmitting with no ACK for up to %s (backoff up to %d, RTO up to %s), towards %s. "+
 		"If those peers are gone, the requests on them hang for up to %s instead of failing fast, unless the application sets its own timeout or TCP_USER_TIMEOUT.",
-		sys.Retries2, budget.Seconds(), budget.Round(time.Second), len(stalls), stallBackoff, stalls[0].backoff, stalls[0].rto, strings.Join(peers, ", "), budget.Round(time.Second))
+		sys.Retries2, budget.Seconds(), budget.Round(time.Second), len(stalls), human(stalls[0].elapsed), maxBackoff, maxRTO, strings.Join(peers, ", "), budget.Round(time.Second))
 	fix := []string{
 		fmt.Sprintf("Give up sooner host-wide: `sysctl -w net.ipv4.tcp_retries2=8` (about %.0f s, still above RFC 1122's 100 s minimum) and persist it in /etc/sysctl.d/.", kernel.RetransmitBudget(8).Seconds()),
 		"Or per connection, which also covers a peer that vanished mid-request: TCP_USER_TIMEOUT in milliseconds (PostgreSQL and libpq tcp_user_timeout, Go via syscall.SetsockoptInt on the raw conn), plus request timeouts in the application.",

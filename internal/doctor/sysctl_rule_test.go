@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"net"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -129,5 +130,80 @@ func TestSysctlRetries2(t *testing.T) {
 	setSysctl(t, ns, "net.ipv4.tcp_retries2", "8")
 	if f := findings(diagnose(t, ns, 0, 0, "sysctl"), "sysctl"); len(f) != 0 {
 		t.Errorf("retries2=8: got %+v, want quiet", f)
+	}
+}
+
+// TestSysctlRetries2AgreesWithRetransmitStall: the sysctl rule counts the
+// connections retransmit-stall reports as stalled, minus those that do not
+// run on tcp_retries2 (handshakes, orphans).
+func TestSysctlRetries2AgreesWithRetransmitStall(t *testing.T) {
+	// Unacknowledged data and no ACK for 5 s, 25 RTOs, though the timer
+	// shows no backoff (a loss probe, say).
+	noAck := fakeConn(sockdiag.Established, "10.0.0.8:443", 1)
+	noAck.Info.RTO, noAck.Info.Unacked, noAck.Info.LastAckRecv, noAck.Info.LastDataSent = 204_000, 1, 5000, 5000
+	// Backed off three times: 0.2+0.4+0.8 s and 0.6 s into the fourth RTO.
+	backedOff := fakeConn(sockdiag.Established, "10.0.0.9:5432", 2)
+	backedOff.Timer, backedOff.TimerExpires, backedOff.Retrans = sockdiag.TimerRetransmit, time.Second, 3
+	backedOff.Info.Backoff, backedOff.Info.RTO, backedOff.Info.Unacked = 3, 1_600_000, 1
+	backedOff.Info.LastAckRecv, backedOff.Info.LastDataSent = 3000, 3000
+	// Runs on tcp_orphan_retries.
+	orphan := backedOff
+	orphan.State, orphan.Inode, orphan.Cookie = sockdiag.FinWait1, 0, 3
+	orphan.Remote = netip.MustParseAddrPort("10.0.0.10:80")
+	// Runs on tcp_syn_retries.
+	syn := fakeConn(sockdiag.SynSent, "10.0.0.11:22", 4)
+	syn.Timer, syn.TimerExpires, syn.Retrans, syn.Info.RTO = sockdiag.TimerRetransmit, 500*time.Millisecond, 2, 1_000_000
+
+	in := fakeInput(noAck, backedOff, orphan, syn)
+	stalled := map[string]bool{}
+	for _, f := range (retransmitStall{}).Check(in) {
+		stalled[f.Subjects[0].Name] = true
+	}
+	if len(stalled) != 4 {
+		t.Fatalf("retransmit-stall reports %v, want all 4 peers", stalled)
+	}
+	g := mustSubject(t, sysctlRule{}.Check(in), "net.ipv4.tcp_retries2")
+	peers := g.Evidence["peers"].([]string)
+	if g.Evidence["stalled_sockets"] != 2 || !slices.Equal(peers, []string{"10.0.0.8:443", "10.0.0.9:5432"}) {
+		t.Errorf("got %v, want the 2 connections on tcp_retries2, longest stall first", g.Evidence)
+	}
+	for _, p := range peers {
+		if !stalled[p] {
+			t.Errorf("sysctl names %s, which retransmit-stall does not report", p)
+		}
+	}
+	if g.Evidence["max_backoff"] != uint8(3) || g.Evidence["longest_stall_s"] != 5.0 {
+		t.Errorf("evidence %v, want backoff 3 and a 5 s stall", g.Evidence)
+	}
+
+	// With tcp_retries2=8 the same stalls are not this rule's business.
+	in = fakeInput(noAck, backedOff)
+	in.Now.Sysctls.Retries2 = 8
+	if f := (sysctlRule{}).Check(in); len(f) != 0 {
+		t.Errorf("retries2=8: %+v, want quiet", f)
+	}
+}
+
+// TestUsesDefaultKeepalive: the period estimate is keepaliveOf's, so both
+// rules agree on what runs on tcp_keepalive_time.
+func TestUsesDefaultKeepalive(t *testing.T) {
+	const kat = 7200 * time.Second
+	sk := fakeConn(sockdiag.Established, "10.0.0.9:5432", 1)
+	sk.Timer, sk.TimerExpires = sockdiag.TimerKeepalive, 7000*time.Second
+	sk.Info.LastDataRecv, sk.Info.LastAckRecv = 200_000, 200_000
+	if !usesDefaultKeepalive(&sk, kat) {
+		t.Error("200 s silent + 7000 s left: want the 7200 s default")
+	}
+	sk.TimerExpires = 100 * time.Second // TCP_KEEPIDLE 300 s
+	if usesDefaultKeepalive(&sk, kat) {
+		t.Error("300 s period: want an own setting")
+	}
+	sk.TimerExpires, sk.Retrans = 7000*time.Second, 1 // probing: the interval runs
+	if usesDefaultKeepalive(&sk, kat) {
+		t.Error("probing: want no verdict")
+	}
+	sk.Timer, sk.Retrans = sockdiag.TimerOff, 0
+	if usesDefaultKeepalive(&sk, kat) {
+		t.Error("no timer: want keepalive off, not the default")
 	}
 }

@@ -45,6 +45,9 @@ type churnGroup struct {
 	// how long ago the last connection of the group closed.
 	maxRemaining time.Duration
 	procs        []analyze.ProcRef
+	// established counts the open connections to the destination (client
+	// side only).
+	established int
 }
 
 func (g *churnGroup) key() string { return g.side.String() + " " + g.name }
@@ -57,7 +60,14 @@ func (g *churnGroup) sinceLastClose() time.Duration {
 // churnGroups folds the TIME_WAIT tallies of s into destinations and
 // listeners, most sockets first.
 func churnGroups(s *snapshot.Snapshot) []*churnGroup {
-	listeners := analyze.Listeners(s)
+	return groupTimeWait(s, analyze.Listeners(s), analyze.Destinations(s))
+}
+
+// groupTimeWait is churnGroups with the listeners and destinations of s
+// already computed. Without destinations the client groups name no process
+// and no established count, which only the counts of an earlier snapshot
+// can do without.
+func groupTimeWait(s *snapshot.Snapshot, listeners []analyze.Listener, destinations []analyze.Destination) []*churnGroup {
 	m := make(map[string]*churnGroup)
 	get := func(side snapshot.Side, name string) *churnGroup {
 		k := side.String() + " " + name
@@ -93,14 +103,14 @@ func churnGroups(s *snapshot.Snapshot) []*churnGroup {
 	}
 	// The client's process is whoever still holds connections to the
 	// destination; the TIME_WAIT sockets themselves have no owner.
-	dests := make(map[string][]analyze.ProcRef)
-	for _, d := range analyze.Destinations(s) {
-		dests[d.Remote.String()] = d.Processes
+	dests := make(map[string]*analyze.Destination, len(destinations))
+	for i := range destinations {
+		dests[destinations[i].Remote.String()] = &destinations[i]
 	}
 	out := make([]*churnGroup, 0, len(m))
 	for _, g := range m {
-		if g.side == snapshot.Client {
-			g.procs = dests[g.name]
+		if d := dests[g.name]; d != nil && g.side == snapshot.Client {
+			g.procs, g.established = d.Processes, d.States[sockdiag.Established]
 		}
 		out = append(out, g)
 	}
@@ -170,13 +180,14 @@ func (r timewaitChurn) Check(in *Input) []Finding {
 	var prev map[string]int
 	if in.Prev != nil {
 		prev = make(map[string]int)
-		for _, g := range churnGroups(in.Prev) {
+		// Only the counts of Prev are needed, not who holds what.
+		for _, g := range groupTimeWait(in.Prev, analyze.Listeners(in.Prev), nil) {
 			prev[g.key()] = g.count
 		}
 	}
 	var out []Finding
 	perSide := map[snapshot.Side]int{}
-	for _, g := range churnGroups(in.Now) {
+	for _, g := range groupTimeWait(in.Now, in.Listeners(), in.Destinations()) {
 		rate, avg, growth, haveGrowth := churnRate(in, g, prev)
 		source := "time_wait_count"
 		measured, closed, haveMeasured := g.measured(in.Churn)
@@ -222,9 +233,7 @@ func (r timewaitChurn) client(in *Input, g *churnGroup, rate float64, ev map[str
 	sys := &in.Now.Sysctls
 	ev["destination"] = g.name
 	ev["sources"] = len(g.peers)
-	if dst, err := netip.ParseAddrPort(g.name); err == nil {
-		ev["established"] = established(in.Now, dst)
-	}
+	ev["established"] = g.established
 	ev["tcp_tw_reuse"] = sys.TWReuse
 	ev["tcp_timestamps"] = sys.Timestamps
 	if g.bound > 0 {
@@ -346,7 +355,7 @@ func topPeers(peers map[netip.Addr]int, n int) []string {
 func procList(ps []analyze.ProcRef) string {
 	names := make([]string, 0, len(ps))
 	for _, p := range ps {
-		names = append(names, fmt.Sprintf("%s/%d", p.Comm, p.PID))
+		names = append(names, procName(p))
 	}
 	return strings.Join(names, ", ")
 }
@@ -362,17 +371,6 @@ func clientTimeWait(s *snapshot.Snapshot) int {
 	for _, g := range s.TimeWait {
 		if g.Side != snapshot.Server {
 			n += g.Count
-		}
-	}
-	return n
-}
-
-// established counts outbound ESTABLISHED sockets to dst.
-func established(s *snapshot.Snapshot, dst netip.AddrPort) int {
-	n := 0
-	for i := range s.Sockets {
-		if sk := &s.Sockets[i]; sk.State == sockdiag.Established && sk.Remote == dst {
-			n++
 		}
 	}
 	return n

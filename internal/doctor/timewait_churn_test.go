@@ -43,6 +43,11 @@ func TestTimewaitChurnClient(t *testing.T) {
 	if !ownedBy(got, os.Getpid()) {
 		t.Errorf("processes %v, want this test (pid %d)", got.Subjects[0].Processes, os.Getpid())
 	}
+	// The pooled connection, seen from the client side only (the server's
+	// accepted end is inbound).
+	if got.Evidence["established"] != 1 {
+		t.Errorf("established %v, want the 1 pooled connection", got.Evidence["established"])
+	}
 	if r.ExitCode() != 1 {
 		t.Errorf("exit code %d, want 1", r.ExitCode())
 	}
@@ -97,7 +102,7 @@ func TestRulesAQuiet(t *testing.T) {
 	waitTW(t, ns, 40)
 
 	for _, iv := range []time.Duration{0, 200 * time.Millisecond} {
-		r := diagnose(t, ns, iv, 350*time.Second, groupA...)
+		r := diagnose(t, ns, iv, DefaultIdleTimeout, groupA...)
 		if len(r.Findings) != 0 {
 			t.Errorf("interval %v: got %d findings, want none: %+v", iv, len(r.Findings), r.Findings)
 		}

@@ -293,8 +293,9 @@ func mergeRanges(rs []PortRange) []PortRange {
 
 // Retransmission constants from include/net/tcp.h.
 const (
-	tcpRTOMin = 200 * time.Millisecond // TCP_RTO_MIN
-	tcpRTOMax = 120 * time.Second      // TCP_RTO_MAX
+	RTOMin      = 200 * time.Millisecond // TCP_RTO_MIN
+	RTOMax      = 120 * time.Second      // TCP_RTO_MAX
+	TimeoutInit = time.Second            // TCP_TIMEOUT_INIT, the first SYN's RTO
 )
 
 // RetransmitBudget returns how long the kernel keeps retransmitting
@@ -306,21 +307,32 @@ const (
 // for 8. The connection dies at the first timer expiry after the budget.
 // Negative retries2 gives 0.
 func RetransmitBudget(retries2 int) time.Duration {
-	if retries2 < 0 {
+	return ModelTimeout(retries2, RTOMin)
+}
+
+// ModelTimeout is tcp_model_timeout() in net/ipv4/tcp_timer.c: the time
+// budget for retries retransmissions, modelled as an RTO starting at base
+// and doubling per retry up to TCP_RTO_MAX. With base TCP_RTO_MIN it is
+// RetransmitBudget; with TCP_TIMEOUT_INIT, the SYN budget of
+// tcp_syn_retries (127 s for 6). Negative retries or a base <= 0 give 0;
+// a budget beyond time.Duration saturates at its maximum.
+func ModelTimeout(retries int, base time.Duration) time.Duration {
+	if retries < 0 || base <= 0 {
 		return 0
 	}
-	// linear_backoff_thresh = ilog2(TCP_RTO_MAX / rto_base) = ilog2(600) = 9.
+	// linear_backoff_thresh = ilog2(TCP_RTO_MAX / base): 9 for 200 ms.
+	// Shifting RTOMax down rather than base up cannot overflow.
 	thresh := 0
-	for tcpRTOMin<<(thresh+1) <= tcpRTOMax {
+	for base <= RTOMax>>(thresh+1) {
 		thresh++
 	}
-	if retries2 <= thresh {
-		return time.Duration((int64(2)<<retries2)-1) * tcpRTOMin
+	if retries <= thresh {
+		return time.Duration((int64(2)<<retries)-1) * base
 	}
-	exp := time.Duration((int64(2)<<thresh)-1) * tcpRTOMin
-	linear := retries2 - thresh
-	if int64(linear) > (math.MaxInt64-int64(exp))/int64(tcpRTOMax) {
+	exp := time.Duration((int64(2)<<thresh)-1) * base
+	linear := retries - thresh
+	if int64(linear) > (math.MaxInt64-int64(exp))/int64(RTOMax) {
 		return math.MaxInt64
 	}
-	return exp + time.Duration(linear)*tcpRTOMax
+	return exp + time.Duration(linear)*RTOMax
 }

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -145,6 +146,35 @@ func TestRetransmitBudget(t *testing.T) {
 	}
 	if got := RetransmitBudget(int(^uint(0) >> 1)); got <= 0 {
 		t.Errorf("RetransmitBudget(MaxInt) = %v, want saturation", got)
+	}
+}
+
+func TestModelTimeout(t *testing.T) {
+	// SYNs start at TCP_TIMEOUT_INIT: tcp_syn_retries=6 gives 127 s,
+	// 1+2+4+...+64, as the kernel documents.
+	cases := []struct {
+		n    int
+		base time.Duration
+		want time.Duration
+	}{
+		{6, TimeoutInit, 127 * time.Second},
+		{7, TimeoutInit, 247 * time.Second}, // the 8th RTO is capped at 120 s
+		{15, RTOMin, RetransmitBudget(15)},
+		{-1, TimeoutInit, 0},
+		{3, 0, 0},
+		{3, -time.Second, 0},
+	}
+	for _, c := range cases {
+		if got := ModelTimeout(c.n, c.base); got != c.want {
+			t.Errorf("ModelTimeout(%d, %v) = %v, want %v", c.n, c.base, got, c.want)
+		}
+	}
+	// Huge bases and retry counts saturate instead of overflowing or
+	// looping.
+	for _, base := range []time.Duration{time.Nanosecond, TimeoutInit, math.MaxInt64 / 2, math.MaxInt64} {
+		if got := ModelTimeout(int(^uint(0)>>1), base); got != math.MaxInt64 {
+			t.Errorf("ModelTimeout(MaxInt, %v) = %v, want saturation", base, got)
+		}
 	}
 }
 

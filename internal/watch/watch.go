@@ -17,7 +17,7 @@ import (
 type Options struct {
 	Netns       string
 	Interval    time.Duration // default 1 s
-	IdleTimeout time.Duration // default 350 s (AWS NLB)
+	IdleTimeout time.Duration // default doctor.DefaultIdleTimeout (AWS NLB)
 	// Procs attributes sockets to processes on every sample.
 	Procs bool
 	// Only and Skip choose doctor rules, as in `tcplens doctor`.
@@ -66,7 +66,7 @@ func New(opt Options) (*Watcher, error) {
 		return nil, fmt.Errorf("interval %s: must be positive", opt.Interval)
 	}
 	if opt.IdleTimeout == 0 {
-		opt.IdleTimeout = 350 * time.Second
+		opt.IdleTimeout = doctor.DefaultIdleTimeout
 	}
 	rules, err := doctor.Select(opt.Only, opt.Skip)
 	if err != nil {

@@ -2,9 +2,11 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNamespaceIsolatesSysctl(t *testing.T) {
@@ -68,5 +70,28 @@ func TestKeptNamespaceSurvivesCleanStale(t *testing.T) {
 	CleanStale(context.Background())
 	if _, err := os.Stat(ns.Path()); err != nil {
 		t.Fatalf("kept namespace removed by CleanStale: %v", err)
+	}
+}
+
+func TestWaitFor(t *testing.T) {
+	ctx := context.Background()
+	n := 0
+	if err := WaitFor(ctx, time.Second, func() (bool, error) { n++; return n == 3, nil }); err != nil || n != 3 {
+		t.Errorf("met on the 3rd poll: err %v after %d polls", err, n)
+	}
+	start := time.Now()
+	err := WaitFor(ctx, 100*time.Millisecond, func() (bool, error) { return false, nil })
+	if !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "100ms") || time.Since(start) < 100*time.Millisecond {
+		t.Errorf("never met: err %v after %v, want a timeout after 100ms", err, time.Since(start))
+	}
+	boom := errors.New("boom")
+	n = 0
+	if err := WaitFor(ctx, time.Second, func() (bool, error) { n++; return false, boom }); err != boom || n != 1 {
+		t.Errorf("cond error: got %v after %d polls, want it at once", err, n)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := WaitFor(cctx, time.Minute, func() (bool, error) { return false, nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
 	}
 }
