@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,21 +10,13 @@ import (
 	"github.com/tcplens/tcplens/internal/render"
 )
 
-// Idle timeouts of common load balancers and NAT (DESIGN.md section 5).
-var lbIdleTimeouts = map[string]time.Duration{
-	"aws-nlb": doctor.DefaultIdleTimeout,
-	"aws-alb": 60 * time.Second,
-	"azure":   4 * time.Minute,
-	"gcp":     10 * time.Minute,
-}
-
 // doctorFailed is doctor's exit code when it could not run.
 const doctorFailed = 3
 
 func newDoctorCmd(g *globals) *cobra.Command {
 	var (
 		opt  doctor.Options
-		lb   string
+		idle idleFlags
 		only []string
 		skip []string
 	)
@@ -47,23 +37,9 @@ finding, 3 doctor could not run.`,
 			if opt.Interval < 0 {
 				return &exitError{doctorFailed, fmt.Errorf("--interval %s: must be 0 (one snapshot) or more", opt.Interval)}
 			}
-			if opt.IdleTimeout <= 0 {
-				return &exitError{doctorFailed, fmt.Errorf("--idle-timeout %s: must be positive", opt.IdleTimeout)}
-			}
-			if lb != "" {
-				d, ok := lbIdleTimeouts[lb]
-				if !ok {
-					names := make([]string, 0, len(lbIdleTimeouts))
-					for k := range lbIdleTimeouts {
-						names = append(names, k)
-					}
-					slices.Sort(names)
-					return &exitError{doctorFailed, fmt.Errorf("--lb %q: want one of %s", lb, strings.Join(names, ", "))}
-				}
-				if cmd.Flags().Changed("idle-timeout") {
-					return &exitError{doctorFailed, fmt.Errorf("--lb and --idle-timeout both set the idle timeout: use one")}
-				}
-				opt.IdleTimeout = d
+			var err error
+			if opt.IdleTimeout, err = idle.resolve(cmd.Flags()); err != nil {
+				return &exitError{doctorFailed, err}
 			}
 			opt.Netns, opt.Only, opt.Skip = g.netns, only, skip
 			if _, err := doctor.Select(only, skip); err != nil {
@@ -90,8 +66,7 @@ finding, 3 doctor could not run.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{doctorFailed, err} })
 	fl := cmd.Flags()
 	fl.DurationVar(&opt.Interval, "interval", time.Second, "time between the two snapshots (0 = one snapshot)")
-	fl.DurationVar(&opt.IdleTimeout, "idle-timeout", doctor.DefaultIdleTimeout, "strictest load balancer or NAT idle timeout on the path")
-	fl.StringVar(&lb, "lb", "", "set --idle-timeout from a load balancer: aws-nlb (350s), aws-alb (60s), azure (4m), gcp (10m)")
+	idle.add(fl)
 	fl.StringSliceVar(&only, "only", nil, "run only these rule ids")
 	fl.StringSliceVar(&skip, "skip", nil, "skip these rule ids")
 	return cmd

@@ -44,7 +44,7 @@ func newRecordCmd(g *globals) *cobra.Command {
 		retention   time.Duration
 		maxSize     string
 		top         int
-		idle        time.Duration
+		idle        idleFlags
 		procs       string
 		cpuBudget   float64
 		sev         string
@@ -77,8 +77,9 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 			if duration < 0 {
 				return usageError(fmt.Errorf("--duration %s: must be 0 (until stopped) or positive", duration))
 			}
-			if idle <= 0 {
-				return usageError(fmt.Errorf("--idle-timeout %s: must be positive", idle))
+			idleTimeout, err := idle.resolve(cmd.Flags())
+			if err != nil {
+				return usageError(err)
 			}
 			size, err := record.ParseSize(maxSize)
 			if err != nil {
@@ -106,7 +107,7 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 			if cpuBudget < 0 || cpuBudget > 100 {
 				return usageError(fmt.Errorf("--cpu-budget %g: want a percentage of one core, 0 (no limit) to 100", cpuBudget))
 			}
-			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: loop.Procs != record.ProcsNever, Churn: true})
+			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idleTimeout, Procs: loop.Procs != record.ProcsNever, Churn: true})
 			if err != nil {
 				return usageError(err)
 			}
@@ -145,7 +146,7 @@ sample being taken. Stop with Ctrl-C or SIGTERM.`,
 	fl.DurationVar(&retention, "retention", 24*time.Hour, "delete data older than this (0 = keep what fits in --max-size)")
 	fl.StringVar(&maxSize, "max-size", "256MiB", "upper bound of the file and its WAL (at least 1MiB)")
 	fl.IntVar(&top, "top", 10, "destinations whose port budget is stored per sample")
-	fl.DurationVar(&idle, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path (as doctor)")
+	idle.add(fl)
 	fl.StringVar(&procs, "procs", "auto", "find socket owners (walks /proc): auto = while a finding or capture is on, always, never")
 	fl.Float64Var(&cpuBudget, "cpu-budget", 2.5, "average CPU share of one core, in percent, for the whole recorder: full samples are spaced out to fit, while the kernel's totals are still stored every interval (0 = a full sample every interval, no limit)")
 	fl.StringVar(&sev, "trigger-severity", "warning", "capture when a finding at this severity or above starts: info, warning, critical")

@@ -171,7 +171,7 @@ func TestRecordSpike(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	calm := func(when string) {
-		rep, err := doctor.Run(ctx, doctor.Options{Netns: ns.Name, Interval: time.Second, IdleTimeout: 350 * time.Second})
+		rep, err := doctor.Run(ctx, doctor.Options{Netns: ns.Name, Interval: time.Second, IdleTimeout: doctor.DefaultIdleTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}

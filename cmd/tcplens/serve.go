@@ -24,10 +24,11 @@ const maxSeriesCap = 10000
 
 func newServeCmd(g *globals) *cobra.Command {
 	var (
-		listen, webConfig, lb  string
-		allowRemote, procs     bool
-		interval, maxAge, idle time.Duration
-		maxDst, maxProc        int
+		listen, webConfig  string
+		allowRemote, procs bool
+		interval, maxAge   time.Duration
+		maxDst, maxProc    int
+		idle               idleFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -57,18 +58,9 @@ exporter-toolkit (the same file node_exporter reads).`,
 					return usageError(fmt.Errorf("%s %d: must be between 1 and %d", name, v, maxSeriesCap))
 				}
 			}
-			if idle <= 0 {
-				return usageError(fmt.Errorf("--idle-timeout %s: must be positive", idle))
-			}
-			if lb != "" {
-				d, ok := lbIdleTimeouts[lb]
-				if !ok {
-					return usageError(fmt.Errorf("--lb %q: want one of aws-nlb, aws-alb, azure, gcp", lb))
-				}
-				if cmd.Flags().Changed("idle-timeout") {
-					return usageError(errors.New("--lb and --idle-timeout both set the idle timeout: use one"))
-				}
-				idle = d
+			idleTimeout, err := idle.resolve(cmd.Flags())
+			if err != nil {
+				return usageError(err)
 			}
 			remote, err := listenIsRemote(listen)
 			if err != nil {
@@ -82,7 +74,7 @@ exporter-toolkit (the same file node_exporter reads).`,
 					return usageError(fmt.Errorf("--web.config.file %s: %w", webConfig, err))
 				}
 			}
-			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idle, Procs: procs, Churn: true})
+			w, err := watch.New(watch.Options{Netns: g.netns, Interval: interval, IdleTimeout: idleTimeout, Procs: procs, Churn: true})
 			if err != nil {
 				return usageError(err)
 			}
@@ -104,8 +96,7 @@ exporter-toolkit (the same file node_exporter reads).`,
 	fl.IntVar(&maxDst, "max-destinations", exporter.DefaultMaxDestinations, `per-destination series kept; the rest is summed as "other"`)
 	fl.IntVar(&maxProc, "max-processes", exporter.DefaultMaxProcesses, `per-process CLOSE_WAIT series kept; the rest is summed as "other"`)
 	fl.BoolVar(&procs, "procs", true, "find the process owning each socket through /proc (CLOSE_WAIT per process, fd limits)")
-	fl.DurationVar(&idle, "idle-timeout", 350*time.Second, "strictest load balancer or NAT idle timeout on the path (idle-no-keepalive rule)")
-	fl.StringVar(&lb, "lb", "", "set --idle-timeout from a load balancer: aws-nlb (350s), aws-alb (60s), azure (4m), gcp (10m)")
+	idle.add(fl)
 	return cmd
 }
 

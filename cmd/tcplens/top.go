@@ -19,8 +19,8 @@ const minTopInterval = 100 * time.Millisecond
 
 func newTopCmd(g *globals) *cobra.Command {
 	var (
-		interval    time.Duration
-		idleTimeout time.Duration
+		interval time.Duration
+		idle     idleFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "top",
@@ -44,8 +44,9 @@ tcplens doctor --json.`,
 			if interval < minTopInterval {
 				return usageError(fmt.Errorf("--interval %s: must be at least %s", interval, minTopInterval))
 			}
-			if idleTimeout <= 0 {
-				return usageError(fmt.Errorf("--idle-timeout %s: must be positive", idleTimeout))
+			idleTimeout, err := idle.resolve(cmd.Flags())
+			if err != nil {
+				return usageError(err)
 			}
 			out, ok := cmd.OutOrStdout().(*os.File)
 			if !ok || !term.IsTerminal(out.Fd()) {
@@ -60,6 +61,6 @@ tcplens doctor --json.`,
 		},
 	}
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "time between samples")
-	cmd.Flags().DurationVar(&idleTimeout, "idle-timeout", 350*time.Second, "idle timeout of the load balancer or NAT on the path, for the idle-no-keepalive finding")
+	idle.add(cmd.Flags())
 	return cmd
 }
