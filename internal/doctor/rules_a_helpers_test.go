@@ -141,7 +141,7 @@ func waitTW(t *testing.T, ns *harness.Namespace, n int) int {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		s = take(t, ns, false)
-		got := s.TimeWaitTotal
+		got := s.Count(sockdiag.TimeWait)
 		if got != last {
 			last, since = got, time.Now()
 		}
@@ -154,7 +154,7 @@ func waitTW(t *testing.T, ns *harness.Namespace, n int) int {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("%d TIME_WAIT sockets after 5s, want %d; states %v; TcpExt.TW %d, Tcp.OutRsts %d, TcpExt.TCPTimeWaitOverflow %d",
-		s.TimeWaitTotal, n, analyze.StateCounts(s.States), s.Counters.Get("TcpExt.TW"), s.Counters.Get("Tcp.OutRsts"),
+		s.Count(sockdiag.TimeWait), n, analyze.StateCounts(s.States), s.Counters.Get("TcpExt.TW"), s.Counters.Get("Tcp.OutRsts"),
 		s.Counters.Get("TcpExt.TCPTimeWaitOverflow"))
 	return 0
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/tcplens/tcplens/internal/snapshot"
+	"github.com/tcplens/tcplens/internal/sockdiag"
 )
 
 // twBucketOverflow watches net.ipv4.tcp_max_tw_buckets. Once the namespace
@@ -21,7 +22,7 @@ const twBucketWarn = 0.8
 func (r twBucketOverflow) Check(in *Input) []Finding {
 	sys := &in.Now.Sysctls
 	limit := sys.MaxTWBuckets
-	tw := in.Now.TimeWaitTotal
+	tw := in.Now.Count(sockdiag.TimeWait)
 	total := in.Now.Counters.Get("TcpExt.TCPTimeWaitOverflow")
 	delta, haveDelta := in.Delta("TcpExt.TCPTimeWaitOverflow")
 	fill := 0.0

@@ -67,9 +67,8 @@ type Snapshot struct {
 
 	// Sockets holds every socket except TIME_WAIT, listeners first.
 	Sockets []sockdiag.Socket
-	// TimeWait tallies TIME_WAIT sockets; TimeWaitTotal is their sum.
-	TimeWait      []TWGroup
-	TimeWaitTotal int
+	// TimeWait tallies TIME_WAIT sockets; their sum is States[TimeWait].
+	TimeWait []TWGroup
 	// States counts sockets per state, TIME_WAIT included.
 	States [16]int
 
@@ -162,7 +161,7 @@ func (s *Snapshot) collect(ctx context.Context, d *sockdiag.Dumper) error {
 		return fmt.Errorf("dump sockets: %w", err)
 	}
 	s.Dump.Add(st)
-	s.TimeWait, s.TimeWaitTotal = tally.groups()
+	s.TimeWait = tally.groups()
 	return nil
 }
 

@@ -49,14 +49,12 @@ func (t *twTally) add(sk *sockdiag.Socket) {
 	g.MaxRemaining = max(g.MaxRemaining, sk.TimerExpires)
 }
 
-func (t *twTally) groups() ([]TWGroup, int) {
+func (t *twTally) groups() []TWGroup {
 	out := make([]TWGroup, 0, len(t.m))
-	total := 0
 	for _, g := range t.m {
 		out = append(out, *g)
-		total += g.Count
 	}
-	return out, total
+	return out
 }
 
 // TimeWaitLen is TCP_TIMEWAIT_LEN: a compile-time constant of the kernel.

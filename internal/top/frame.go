@@ -129,7 +129,7 @@ type FindingRow struct {
 // aggregate, so it belongs in the sampling goroutine, never in Update.
 func Build(s *watch.Sample) *Frame {
 	snap := s.Snap
-	f := &Frame{Time: s.Time, Took: snap.Took, Netns: snap.Netns, Total: snap.Total(), States: snap.States, TimeWait: snap.TimeWaitTotal}
+	f := &Frame{Time: s.Time, Took: snap.Took, Netns: snap.Netns, Total: snap.Total(), States: snap.States, TimeWait: snap.Count(sockdiag.TimeWait)}
 
 	budgets := analyze.PortBudgets(snap)
 	f.PortsTotal = len(budgets)

@@ -71,7 +71,6 @@ func synthetic(at time.Time) *watch.Sample {
 			{TWKey: snapshot.TWKey{Side: snapshot.Server, Local: netip.MustParseAddr("10.0.0.1"), LocalPort: 8080, Remote: netip.MustParseAddr("10.1.1.1")}, Count: 100},
 			{TWKey: snapshot.TWKey{Side: snapshot.Server, Local: netip.MustParseAddr("10.0.0.1"), LocalPort: 8080, Remote: netip.MustParseAddr("10.1.1.2")}, Count: 20},
 		},
-		TimeWaitTotal: 720,
 		Procs: procs.NewTable([]*procs.Process{
 			{PID: 100, Comm: "java", SocketInodes: []uint32{100, 101, 102, 110, 111, 112, 113, 300, 301}},
 			{PID: 200, Comm: "leaky", SocketInodes: []uint32{200, 201}},
