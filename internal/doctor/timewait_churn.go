@@ -57,14 +57,9 @@ func (g *churnGroup) sinceLastClose() time.Duration {
 	return max(snapshot.TimeWaitLen-g.maxRemaining, 0)
 }
 
-// churnGroups folds the TIME_WAIT tallies of s into destinations and
-// listeners, most sockets first.
-func churnGroups(s *snapshot.Snapshot) []*churnGroup {
-	return groupTimeWait(s, analyze.Listeners(s), analyze.Destinations(s))
-}
-
-// groupTimeWait is churnGroups with the listeners and destinations of s
-// already computed. Without destinations the client groups name no process
+// groupTimeWait folds the TIME_WAIT tallies of s into destinations and
+// listeners, most sockets first, naming them from the listeners and
+// destinations of s (Input caches both). Without destinations the client groups name no process
 // and no established count, which only the counts of an earlier snapshot
 // can do without.
 func groupTimeWait(s *snapshot.Snapshot, listeners []analyze.Listener, destinations []analyze.Destination) []*churnGroup {

@@ -94,7 +94,7 @@ func (r twBucketOverflow) Check(in *Input) []Finding {
 		Numbers: map[string]any{"value": limit, "time_wait": tw, "overflow_total": total},
 	}}
 	// Name who fills the table, so the fix has an address.
-	groups := churnGroups(in.Now)
+	groups := groupTimeWait(in.Now, in.Listeners(), in.Destinations())
 	for _, g := range groups[:min(3, len(groups))] {
 		kind := "destination"
 		if g.side == snapshot.Server {
