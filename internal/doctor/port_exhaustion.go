@@ -28,7 +28,7 @@ func (r portExhaustion) Check(in *Input) []Finding {
 	var prev map[analyze.BudgetKey]int
 	if in.Prev != nil {
 		prev = make(map[analyze.BudgetKey]int)
-		for _, b := range analyze.PortBudgets(in.Prev) {
+		for _, b := range in.prevBudgets() {
 			prev[b.BudgetKey] = b.InUse
 		}
 	}

@@ -48,6 +48,9 @@ type Input struct {
 	// timewait-churn and port-exhaustion use its close rates instead of
 	// estimating them from TIME_WAIT counts.
 	Churn *churn.Window
+	// PrevBudgets, when set, is analyze.PortBudgets(Prev), kept from the
+	// sample before by a caller that samples continuously.
+	PrevBudgets []analyze.PortBudget
 
 	// Analyses of Now that several rules use, each computed once.
 	budgets      []analyze.PortBudget
@@ -90,6 +93,14 @@ func (in *Input) PortBudgets() []analyze.PortBudget {
 		in.budgets, in.computed.budgets = analyze.PortBudgets(in.Now), true
 	}
 	return in.budgets
+}
+
+// prevBudgets returns the port budget of Prev (nil without Prev).
+func (in *Input) prevBudgets() []analyze.PortBudget {
+	if in.Prev != nil && in.PrevBudgets == nil {
+		in.PrevBudgets = analyze.PortBudgets(in.Prev)
+	}
+	return in.PrevBudgets
 }
 
 // Listeners returns the listeners of Now, fullest accept queue first,

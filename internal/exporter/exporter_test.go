@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/snapshot"
@@ -246,7 +247,7 @@ func (s *slowSampler) Interval() time.Duration { return time.Second }
 func sample(at time.Time) *watch.Sample {
 	snap := &snapshot.Snapshot{Time: at, Took: 3 * time.Second}
 	snap.States[sockdiag.TimeWait] = 7
-	return &watch.Sample{Time: at, Snap: snap, Report: &doctor.Report{Findings: []doctor.Finding{
+	return &watch.Sample{Time: at, Snap: snap, Budgets: analyze.PortBudgets(snap), Report: &doctor.Report{Findings: []doctor.Finding{
 		{ID: "close-wait-leak", Severity: doctor.Warning}, {ID: "port-exhaustion", Severity: doctor.Critical}, {ID: "port-exhaustion", Severity: doctor.Critical},
 	}}}
 }

@@ -122,7 +122,7 @@ func (d *descs) sampleMetrics(s *watch.Sample, closed *closedTotals, maxDst, max
 	}
 	gauge(d.ephemeral, float64(snap.Sysctls.EphemeralPorts()))
 
-	budgets := analyze.PortBudgets(snap) // most ports in use first
+	budgets := s.Budgets // most ports in use first
 	gauge(d.budgets, float64(len(budgets)))
 	capped(budgets, maxDst, func(b analyze.PortBudget) {
 		labels := []string{b.Src.String(), b.Dst.String(), strconv.Itoa(int(b.DstPort))}

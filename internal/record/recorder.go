@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/snapshot"
 	"github.com/tcplens/tcplens/internal/sockdiag"
@@ -227,7 +226,7 @@ func (r *Recorder) record(ctx context.Context, s *watch.Sample) error {
 		return err
 	}
 
-	for i, b := range clip(analyze.PortBudgets(snap), r.opt.Top) {
+	for i, b := range clip(s.Budgets, r.opt.Top) {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO budgets VALUES(?, ?, ?, ?, ?, ?, ?)",
 			id, i, b.Src.String(), b.Dst.String(), b.DstPort, b.InUse, b.TimeWait()); err != nil {
 			return fmt.Errorf("insert budget: %w", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/kernel"
 	"github.com/tcplens/tcplens/internal/snapshot"
@@ -51,7 +52,7 @@ func sample(prev, now *snapshot.Snapshot, findings ...doctor.Finding) *watch.Sam
 	if findings == nil {
 		findings = []doctor.Finding{}
 	}
-	return &watch.Sample{Time: now.Time, Snap: now, Prev: prev, Report: &doctor.Report{Findings: findings}}
+	return &watch.Sample{Time: now.Time, Snap: now, Prev: prev, Report: &doctor.Report{Findings: findings}, Budgets: analyze.PortBudgets(now)}
 }
 
 func cwFinding(sev doctor.Severity, n int) doctor.Finding {

@@ -8,6 +8,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/kernel"
 	"github.com/tcplens/tcplens/internal/procs"
@@ -60,7 +61,7 @@ func large(n int) *watch.Sample {
 	for i := range 20 {
 		rep.Findings = append(rep.Findings, doctor.Finding{ID: "close-wait-leak", Severity: doctor.Severity(i % 3), Title: fmt.Sprintf("finding %d", i)})
 	}
-	return &watch.Sample{Time: t0, Snap: snap, Report: rep}
+	return &watch.Sample{Time: t0, Snap: snap, Report: rep, Budgets: analyze.PortBudgets(snap)}
 }
 
 // BenchmarkBuild is the sampling goroutine's share: O(sockets), off the UI.

@@ -131,7 +131,7 @@ func Build(s *watch.Sample) *Frame {
 	snap := s.Snap
 	f := &Frame{Time: s.Time, Took: snap.Took, Netns: snap.Netns, Total: snap.Total(), States: snap.States, TimeWait: snap.Count(sockdiag.TimeWait)}
 
-	budgets := analyze.PortBudgets(snap)
+	budgets := s.Budgets
 	f.PortsTotal = len(budgets)
 	for _, b := range clip(budgets, MaxRows) {
 		f.Ports = append(f.Ports, PortRow{Src: b.Src, Dst: b.Dst, DstPort: b.DstPort, InUse: b.InUse, TimeWait: b.TimeWait(),

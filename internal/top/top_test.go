@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/muesli/termenv"
 
+	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/kernel"
@@ -85,7 +86,7 @@ func synthetic(at time.Time) *watch.Sample {
 		{ID: "close-wait-leak", Severity: doctor.Critical, Title: "leaky/200 never closes 2 sockets", Subjects: []doctor.Subject{{Kind: "process", Name: "leaky/200"}}},
 		{ID: "sysctl", Severity: doctor.Info, Title: "tcp_retries2=15 while connections stall"},
 	}}
-	return &watch.Sample{Time: at, Snap: snap, Report: rep}
+	return &watch.Sample{Time: at, Snap: snap, Report: rep, Budgets: analyze.PortBudgets(snap)}
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

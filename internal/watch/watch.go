@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tcplens/tcplens/internal/analyze"
 	"github.com/tcplens/tcplens/internal/churn"
 	"github.com/tcplens/tcplens/internal/doctor"
 	"github.com/tcplens/tcplens/internal/snapshot"
@@ -40,6 +41,9 @@ type Sample struct {
 	// Churn holds the connections closed between Prev and Snap (destroy
 	// events); nil unless Options.Churn, and for the first sample.
 	Churn *churn.Window
+	// Budgets is analyze.PortBudgets(Snap), most ports in use first,
+	// computed once for doctor and every consumer.
+	Budgets []analyze.PortBudget
 }
 
 // Watcher takes samples. Next and Run may be called from one goroutine at
@@ -48,10 +52,12 @@ type Watcher struct {
 	opt   Options
 	rules []doctor.Rule
 
-	mu     sync.Mutex // serialises dumps: never two at once
-	prev   *snapshot.Snapshot
-	events *churn.Listener // opened by the first Next with Options.Churn
-	latest *Sample
+	mu   sync.Mutex // serialises dumps: never two at once
+	prev *snapshot.Snapshot
+	// prevBudgets are the budgets of prev, handed to doctor.
+	prevBudgets []analyze.PortBudget
+	events      *churn.Listener // opened by the first Next with Options.Churn
+	latest      *Sample
 	// noProcs turns Options.Procs off for the next samples (SetProcs).
 	noProcs atomic.Bool
 	lmu     sync.RWMutex
@@ -106,8 +112,10 @@ func (w *Watcher) Next(ctx context.Context) (*Sample, error) {
 		}
 		w.events.Observe(snap)
 	}
-	s.Report = doctor.Diagnose(&doctor.Input{Now: snap, Prev: w.prev, IdleTimeout: w.opt.IdleTimeout, Churn: s.Churn}, w.rules)
-	w.prev = snap
+	in := &doctor.Input{Now: snap, Prev: w.prev, IdleTimeout: w.opt.IdleTimeout, Churn: s.Churn, PrevBudgets: w.prevBudgets}
+	s.Report = doctor.Diagnose(in, w.rules)
+	s.Budgets = in.PortBudgets()
+	w.prev, w.prevBudgets = snap, s.Budgets
 	w.lmu.Lock()
 	w.latest = s
 	w.lmu.Unlock()

@@ -56,6 +56,11 @@ func TestRunSamplesAndDiagnoses(t *testing.T) {
 	if samples[1].Snap.Count(sockdiag.Established) != 0 || samples[3].Snap.Count(sockdiag.Established) != 2 {
 		t.Errorf("ESTABLISHED before/after the dial: %d, %d", samples[1].Snap.Count(sockdiag.Established), samples[3].Snap.Count(sockdiag.Established))
 	}
+	// The port budget comes with the sample: none before the dial, the
+	// dialled connection's after.
+	if b := samples[3].Budgets; len(samples[1].Budgets) != 0 || len(b) != 1 || b[0].DstPort != 9000 || b[0].InUse != 1 {
+		t.Errorf("budgets before %v, after %v: want none, then 1 port in use towards :9000", samples[1].Budgets, b)
+	}
 	if w.Latest() != samples[3] {
 		t.Error("Latest is not the last sample")
 	}
