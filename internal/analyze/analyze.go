@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/tcplens/tcplens/internal/procs"
 	"github.com/tcplens/tcplens/internal/snapshot"
@@ -223,5 +224,57 @@ func Processes(s *snapshot.Snapshot) []Process {
 		out = append(out, *p)
 	}
 	slices.SortFunc(out, func(a, b Process) int { return cmp.Or(cmp.Compare(b.Sockets, a.Sockets), cmp.Compare(a.PID, b.PID)) })
+	return out
+}
+
+// CloseWait is one process's CLOSE_WAIT sockets. PID 0 (Comm "?") collects
+// the sockets whose owner is not visible.
+type CloseWait struct {
+	ProcRef
+	Count int `json:"count"`
+	// Oldest is the longest time since the peer last sent data, the best
+	// age estimate sock_diag offers (its FIN came at or after that).
+	Oldest time.Duration    `json:"oldest"`
+	Peers  []netip.AddrPort `json:"peers"` // up to maxPeers distinct remotes
+}
+
+// CloseWaitByProcess groups the CLOSE_WAIT sockets by owning process, most
+// first, with up to maxPeers distinct peers each. A socket shared by several
+// processes (a fork) counts for each: every holder must close it.
+func CloseWaitByProcess(s *snapshot.Snapshot, maxPeers int) []CloseWait {
+	if s.Count(sockdiag.CloseWait) == 0 {
+		return nil
+	}
+	byPID := make(map[int]*CloseWait)
+	unknown := []*procs.Process{{Comm: "?"}}
+	for i := range s.Sockets {
+		sk := &s.Sockets[i]
+		if sk.State != sockdiag.CloseWait {
+			continue
+		}
+		owners := s.Owners(sk)
+		if len(owners) == 0 {
+			owners = unknown
+		}
+		for _, p := range owners {
+			r := byPID[p.PID]
+			if r == nil {
+				r = &CloseWait{ProcRef: ProcRef{PID: p.PID, Comm: p.Comm}}
+				byPID[p.PID] = r
+			}
+			r.Count++
+			if sk.HasInfo {
+				r.Oldest = max(r.Oldest, time.Duration(sk.Info.LastDataRecv)*time.Millisecond)
+			}
+			if len(r.Peers) < maxPeers && !slices.Contains(r.Peers, sk.Remote) {
+				r.Peers = append(r.Peers, sk.Remote)
+			}
+		}
+	}
+	out := make([]CloseWait, 0, len(byPID))
+	for _, r := range byPID {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b CloseWait) int { return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.PID, b.PID)) })
 	return out
 }

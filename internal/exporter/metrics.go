@@ -1,8 +1,6 @@
 package exporter
 
 import (
-	"cmp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -136,19 +134,24 @@ func (d *descs) sampleMetrics(s *watch.Sample, closed *closedTotals, maxDst, max
 		gauge(d.inUse, float64(n), Other, Other, Other)
 	})
 
-	cw, unowned := closeWaitByProcess(s)
-	capped(cw, maxProc, func(p analyze.Process) {
-		gauge(d.closeWait, float64(p.States[sockdiag.CloseWait]), strconv.Itoa(p.PID), p.Comm)
-	}, func(rest []analyze.Process) {
+	// Sockets no visible process holds (PID 0) go to their own series.
+	var cw []analyze.CloseWait
+	for _, p := range analyze.CloseWaitByProcess(snap, 0) {
+		if p.PID == 0 {
+			gauge(d.closeWait, float64(p.Count), Unknown, Unknown)
+		} else {
+			cw = append(cw, p)
+		}
+	}
+	capped(cw, maxProc, func(p analyze.CloseWait) {
+		gauge(d.closeWait, float64(p.Count), strconv.Itoa(p.PID), p.Comm)
+	}, func(rest []analyze.CloseWait) {
 		n := 0
 		for _, p := range rest {
-			n += p.States[sockdiag.CloseWait]
+			n += p.Count
 		}
 		gauge(d.closeWait, float64(n), Other, Other)
 	})
-	if unowned > 0 {
-		gauge(d.closeWait, float64(unowned), Unknown, Unknown)
-	}
 
 	if closed.enabled {
 		top, rest := closed.top(maxDst)
@@ -181,31 +184,4 @@ func capped[T any](items []T, max int, each func(T), other func(rest []T)) {
 		each(it)
 	}
 	other(items[n:])
-}
-
-// closeWaitByProcess returns the processes holding CLOSE_WAIT sockets, most
-// first, and the number of CLOSE_WAIT sockets no known process holds. A
-// socket shared by several processes (a fork) counts for each.
-func closeWaitByProcess(s *watch.Sample) ([]analyze.Process, int) {
-	snap := s.Snap
-	if snap.Count(sockdiag.CloseWait) == 0 {
-		return nil, 0
-	}
-	var out []analyze.Process
-	for _, p := range analyze.Processes(snap) {
-		if p.States[sockdiag.CloseWait] > 0 {
-			out = append(out, p)
-		}
-	}
-	slices.SortFunc(out, func(a, b analyze.Process) int {
-		return cmp.Or(cmp.Compare(b.States[sockdiag.CloseWait], a.States[sockdiag.CloseWait]), cmp.Compare(a.PID, b.PID))
-	})
-	unowned := 0
-	for i := range snap.Sockets {
-		sk := &snap.Sockets[i]
-		if sk.State == sockdiag.CloseWait && len(snap.Owners(sk)) == 0 {
-			unowned++
-		}
-	}
-	return out, unowned
 }

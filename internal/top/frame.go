@@ -94,16 +94,9 @@ func (r *TWRateRow) Name() string {
 	return r.Remote.String()
 }
 
-// CloseWaitRow is one process's CLOSE_WAIT sockets. PID 0 collects sockets
-// whose owner is not visible.
-type CloseWaitRow struct {
-	analyze.ProcRef
-	Count int
-	// Oldest is the longest time since the peer last sent data, the best
-	// age estimate sock_diag offers (its FIN came at or after that).
-	Oldest time.Duration
-	Peers  []netip.AddrPort // up to maxPeers distinct remotes
-}
+// CloseWaitRow is one process's CLOSE_WAIT sockets; PID 0 collects
+// sockets whose owner is not visible.
+type CloseWaitRow = analyze.CloseWait
 
 const maxPeers = 5
 
@@ -221,37 +214,7 @@ func owners(snap *snapshot.Snapshot, sk *sockdiag.Socket) []analyze.ProcRef {
 }
 
 func closeWait(snap *snapshot.Snapshot) ([]CloseWaitRow, int) {
-	if snap.Count(sockdiag.CloseWait) == 0 {
-		return nil, 0
-	}
-	byPID := make(map[int]*CloseWaitRow)
-	for i := range snap.Sockets {
-		sk := &snap.Sockets[i]
-		if sk.State != sockdiag.CloseWait {
-			continue
-		}
-		ref := analyze.ProcRef{Comm: "?"}
-		if ps := snap.Owners(sk); len(ps) > 0 {
-			ref = analyze.ProcRef{PID: ps[0].PID, Comm: ps[0].Comm}
-		}
-		r := byPID[ref.PID]
-		if r == nil {
-			r = &CloseWaitRow{ProcRef: ref}
-			byPID[ref.PID] = r
-		}
-		r.Count++
-		if sk.HasInfo {
-			r.Oldest = max(r.Oldest, time.Duration(sk.Info.LastDataRecv)*time.Millisecond)
-		}
-		if len(r.Peers) < maxPeers && !slices.Contains(r.Peers, sk.Remote) {
-			r.Peers = append(r.Peers, sk.Remote)
-		}
-	}
-	rows := make([]CloseWaitRow, 0, len(byPID))
-	for _, r := range byPID {
-		rows = append(rows, *r)
-	}
-	slices.SortFunc(rows, func(a, b CloseWaitRow) int { return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.PID, b.PID)) })
+	rows := analyze.CloseWaitByProcess(snap, maxPeers)
 	return clip(rows, MaxRows), len(rows)
 }
 
