@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tcplens/tcplens/internal/procs"
@@ -60,6 +61,10 @@ type ProcRef struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 }
+
+// Label is how tcplens names a process everywhere: "comm/pid". (Not
+// String: the types that embed ProcRef would print as it with %v.)
+func (p ProcRef) Label() string { return p.Comm + "/" + strconv.Itoa(p.PID) }
 
 func refs(ps []*procs.Process) []ProcRef {
 	out := make([]ProcRef, 0, len(ps))

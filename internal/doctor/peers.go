@@ -79,7 +79,7 @@ func procName(p analyze.ProcRef) string {
 	if p.PID == 0 {
 		return "unknown"
 	}
-	return p.Comm + "/" + strconv.Itoa(p.PID)
+	return p.Label()
 }
 
 // firstOwner is the process a socket is attributed to: the lowest PID that

@@ -74,7 +74,7 @@ func Findings(w io.Writer, r *doctor.Report) error {
 func procNames(ps []analyze.ProcRef) string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, fmt.Sprintf("%s/%d", p.Comm, p.PID))
+		out = append(out, p.Label())
 	}
 	return strings.Join(out, ", ")
 }

@@ -42,7 +42,7 @@ func ProcList(ps []analyze.ProcRef, max int) string {
 			parts = append(parts, fmt.Sprintf("+%d", len(ps)-max))
 			break
 		}
-		parts = append(parts, p.Comm+"/"+strconv.Itoa(p.PID))
+		parts = append(parts, p.Label())
 	}
 	return strings.Join(parts, ",")
 }

@@ -106,7 +106,7 @@ func (s *subject) contains(w string) bool {
 		}
 	}
 	for _, p := range s.procs {
-		if strings.Contains(strings.ToLower(p.Comm+"/"+strconv.Itoa(p.PID)), w) {
+		if strings.Contains(strings.ToLower(p.Label()), w) {
 			return true
 		}
 	}

@@ -142,7 +142,7 @@ func Build(s *watch.Sample) *Frame {
 			for _, sub := range fd.Subjects {
 				r.Subjects = append(r.Subjects, sub.Name)
 				for _, p := range sub.Processes {
-					r.Subjects = append(r.Subjects, p.Comm+"/"+strconv.Itoa(p.PID))
+					r.Subjects = append(r.Subjects, p.Label())
 				}
 			}
 			f.Findings = append(f.Findings, r)

@@ -267,7 +267,7 @@ func (m Model) closeWaitPanel(w, h int) []string {
 			break
 		}
 		r := &m.cw[i]
-		name := r.Comm + "/" + strconv.Itoa(r.PID)
+		name := r.Label()
 		if r.PID == 0 {
 			name = "(owner not visible)"
 		}
