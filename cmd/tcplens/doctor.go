@@ -34,26 +34,25 @@ finding, 3 doctor could not run.`,
   tcplens doctor --netns /proc/1234/ns/net --only close-wait-leak`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if opt.Interval < 0 {
-				return &exitError{doctorFailed, fmt.Errorf("--interval %s: must be 0 (one snapshot) or more", opt.Interval)}
-			}
-			var err error
-			if opt.IdleTimeout, err = idle.resolve(cmd.Flags()); err != nil {
-				return &exitError{doctorFailed, err}
-			}
-			opt.Netns, opt.Only, opt.Skip = g.netns, only, skip
-			if _, err := doctor.Select(only, skip); err != nil {
-				return &exitError{doctorFailed, err}
-			}
-			report, err := doctor.Run(cmd.Context(), opt)
-			if err != nil {
-				return &exitError{doctorFailed, err}
-			}
-			if g.json {
-				err = render.JSON(cmd.OutOrStdout(), report)
-			} else {
-				err = render.Findings(cmd.OutOrStdout(), report)
-			}
+			// Every failure is exit code 3, whatever its cause.
+			report, err := func() (*doctor.Report, error) {
+				if opt.Interval < 0 {
+					return nil, fmt.Errorf("--interval %s: must be 0 (one snapshot) or more", opt.Interval)
+				}
+				var err error
+				if opt.IdleTimeout, err = idle.resolve(cmd.Flags()); err != nil {
+					return nil, err
+				}
+				opt.Netns, opt.Only, opt.Skip = g.netns, only, skip
+				report, err := doctor.Run(cmd.Context(), opt) // checks --only and --skip first
+				if err != nil {
+					return nil, err
+				}
+				if g.json {
+					return report, render.JSON(cmd.OutOrStdout(), report)
+				}
+				return report, render.Findings(cmd.OutOrStdout(), report)
+			}()
 			if err != nil {
 				return &exitError{doctorFailed, err}
 			}

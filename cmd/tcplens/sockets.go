@@ -56,10 +56,7 @@ all, connected, synchronized, bucket and big.`,
 			}
 			req := sockdiag.Request{States: f.Mask(), Info: cols.Info || g.json}
 			_, err = d.Dump(ctx, req, func(s *sockdiag.Socket) error {
-				var owners []*procs.Process
-				if table != nil && s.Inode != 0 {
-					owners = table.Owners(s.Inode)
-				}
+				owners := table.Owners(s.Inode) // nil without a table
 				if !f.Match(s, owners) {
 					return nil
 				}

@@ -151,13 +151,15 @@ type Listener struct {
 // fullest accept queue first.
 func Listeners(s *snapshot.Snapshot) []Listener {
 	var out []Listener
-	byPort := make(map[uint16][]int)
+	first := make(map[uint16]int) // port -> its first listener in out
 	for i := range s.Sockets {
 		sk := &s.Sockets[i]
 		if sk.State != sockdiag.Listen {
 			continue
 		}
-		byPort[sk.Local.Port()] = append(byPort[sk.Local.Port()], len(out))
+		if _, ok := first[sk.Local.Port()]; !ok {
+			first[sk.Local.Port()] = len(out)
+		}
 		out = append(out, Listener{Local: sk.Local, AcceptQueue: sk.RecvQ, Backlog: sk.SendQ, Processes: refs(s.Owners(sk)), Inode: sk.Inode})
 	}
 	// A connection is counted once, on the first listener of its port.
@@ -166,15 +168,15 @@ func Listeners(s *snapshot.Snapshot) []Listener {
 		if sk.State == sockdiag.Listen {
 			continue
 		}
-		if idx, ok := byPort[sk.Local.Port()]; ok {
-			out[idx[0]].States[sk.State]++
-			out[idx[0]].Connections++
+		if i, ok := first[sk.Local.Port()]; ok {
+			out[i].States[sk.State]++
+			out[i].Connections++
 		}
 	}
 	for _, g := range s.TimeWait {
-		if idx, ok := byPort[g.LocalPort]; ok && g.Side == snapshot.Server {
-			out[idx[0]].States[sockdiag.TimeWait] += g.Count
-			out[idx[0]].Connections += g.Count
+		if i, ok := first[g.LocalPort]; ok && g.Side == snapshot.Server {
+			out[i].States[sockdiag.TimeWait] += g.Count
+			out[i].Connections += g.Count
 		}
 	}
 	slices.SortFunc(out, func(a, b Listener) int {

@@ -440,10 +440,3 @@ func (l *Listener) readDrops() (uint64, error) {
 	return netlinkDrops(b, l.ino)
 }
 
-// String names the listener's namespace, for errors and logs.
-func (l *Listener) String() string {
-	if l.cfg.Netns == "" {
-		return "destroy events"
-	}
-	return "destroy events in network namespace " + l.cfg.Netns
-}

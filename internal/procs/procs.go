@@ -62,9 +62,10 @@ func (t *Table) UnreadableNote() string {
 }
 
 // Owners returns the processes holding the socket inode, sorted by PID, or
-// nil for an unknown inode. The slice must not be modified.
+// nil for an unknown inode or 0 (a socket no file refers to, such as
+// TIME_WAIT or an orphan). The slice must not be modified.
 func (t *Table) Owners(inode uint32) []*Process {
-	if t == nil {
+	if t == nil || inode == 0 {
 		return nil
 	}
 	return slices.Clip(t.byInode[inode])

@@ -182,10 +182,7 @@ func (s *Snapshot) Listening(port uint16) bool { return s.listening.has(port) }
 
 // Owners returns the processes holding the socket, or nil when unknown.
 func (s *Snapshot) Owners(sk *sockdiag.Socket) []*procs.Process {
-	if s.Procs == nil || sk.Inode == 0 {
-		return nil
-	}
-	return s.Procs.Owners(sk.Inode)
+	return s.Procs.Owners(sk.Inode) // nil without a process table
 }
 
 // SideOf classifies a connected socket the same way TIME_WAIT sockets are
