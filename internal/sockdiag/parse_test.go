@@ -45,6 +45,14 @@ func TestTCPInfoOffsets(t *testing.T) {
 	if unsafe.Offsetof(u.Backoff) != 4 || unsafe.Offsetof(u.Retransmits) != 2 {
 		t.Fatal("unexpected tcp_info byte layout")
 	}
+	// ... and the parser reads them from there.
+	b := make([]byte, unsafe.Sizeof(u))
+	b[unsafe.Offsetof(u.Retransmits)], b[unsafe.Offsetof(u.Backoff)] = 7, 9
+	var ti TCPInfo
+	parseTCPInfo(b, &ti)
+	if ti.Retransmits != 7 || ti.Backoff != 9 {
+		t.Errorf("byte fields: retransmits %d, backoff %d; want 7, 9", ti.Retransmits, ti.Backoff)
+	}
 }
 
 func msg(family byte, state State, attrs ...[]byte) []byte {
