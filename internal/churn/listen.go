@@ -439,4 +439,3 @@ func (l *Listener) readDrops() (uint64, error) {
 	}
 	return netlinkDrops(b, l.ino)
 }
-
